@@ -1,0 +1,1 @@
+/* arena.c - placeholder while the module is written. */

@@ -1,0 +1,1 @@
+/* authres.c - placeholder while the module is written. */

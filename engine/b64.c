@@ -1,0 +1,1 @@
+/* b64.c - placeholder while the module is written. */

@@ -1,0 +1,1 @@
+/* canon.c - placeholder while the module is written. */

@@ -1,0 +1,57 @@
+/*
+ * canon.h - RFC 6376 section 3.4 canonicalization, fed straight into a hash.
+ *
+ * Header fields are canonicalized one at a time into the header hash. The body is a
+ * stream: dkd__body_update may be called with chunks split anywhere (inside a CRLF,
+ * inside a whitespace run, inside trailing blank lines) and the canonical bytes hashed
+ * are the same as for the whole body at once. This is the scalar reference version; any
+ * faster version must produce the same bytes.
+ *
+ * Line ends: a bare LF is taken as CRLF; a CR not followed by LF is an ordinary byte.
+ */
+#ifndef DKD_CANON_H
+#define DKD_CANON_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <openssl/evp.h>
+
+#include "sig.h"
+#include "span.h"
+
+/* The sink receives canonical bytes; canon code batches them (a few KiB per call). */
+typedef void (*dkd_canon_sink_fn)(void *sink_arg, const uint8_t *p, size_t n);
+
+/*
+ * dkd__canon_header writes the canonical form of one header field (raw = name through
+ * its line end, as dkd_field.raw) to sink. With with_crlf false the final CRLF is left
+ * out (the DKIM-Signature field itself). skip_off/skip_end (relative to raw.ptr) is a
+ * byte range to leave out (the b= value); pass 0, 0 for none.
+ */
+void dkd__canon_header(enum dkd_canon canon, dkd_span raw, size_t skip_off, size_t skip_end,
+                       bool with_crlf, dkd_canon_sink_fn sink, void *sink_arg);
+
+/* Body canonicalization state; plain data, no allocation. */
+typedef struct dkd_body_canon {
+    enum dkd_canon canon;
+    bool cr_pending;      /* last byte seen was CR; LF may follow in the next chunk */
+    bool wsp_pending;     /* relaxed: WSP seen on this line, not yet emitted */
+    bool line_has_data;   /* current line has emitted content */
+    uint64_t blank_lines; /* empty lines held back: they count only if text follows */
+    uint64_t limit;       /* l=, or UINT64_MAX */
+    uint64_t emitted;     /* canonical bytes produced (counted past the limit too) */
+    dkd_canon_sink_fn sink;
+    void *sink_arg;
+    size_t buf_len;
+    uint8_t buf[4096];
+} dkd_body_canon;
+
+void dkd__body_init(dkd_body_canon *bc, enum dkd_canon canon, uint64_t limit,
+                    dkd_canon_sink_fn sink, void *sink_arg);
+void dkd__body_update(dkd_body_canon *bc, const uint8_t *p, size_t n);
+/* dkd__body_final flushes; afterwards bc->emitted is the full canonical length and
+ * min(emitted, limit) bytes went to the sink. */
+void dkd__body_final(dkd_body_canon *bc);
+
+#endif

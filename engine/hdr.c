@@ -1,0 +1,1 @@
+/* hdr.c - placeholder while the module is written. */

@@ -1,0 +1,1 @@
+/* key.c - placeholder while the module is written. */

@@ -1,0 +1,31 @@
+/*
+ * key.h - the inside of dkd_key, shared by the key record parser (key.c), the
+ * verifier and the key sources.
+ */
+#ifndef DKD_KEY_H
+#define DKD_KEY_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include <openssl/evp.h>
+
+#include <dkimd/engine.h>
+
+/* Bits of dkd_key.hashes: which signature hashes key h= allows (all when h= absent). */
+enum { DKD_KEY_HASH_SHA1 = 1u << 0, DKD_KEY_HASH_SHA256 = 1u << 1 };
+
+struct dkd_key {
+    atomic_uint refs;
+    enum dkd_reason reason;  /* DKD_REASON_OK when pkey is usable */
+    enum dkd_key_type type;  /* k=, default rsa */
+    unsigned hashes;         /* DKD_KEY_HASH_* allowed by h= */
+    unsigned flags;          /* DKD_KEY_TESTING, DKD_KEY_STRICT */
+    bool service_email;      /* s= includes email or * (or s= absent) */
+    bool dnssec_secure;
+    unsigned bits;
+    EVP_PKEY *pkey;          /* NULL unless reason == OK */
+    char detail[160];
+};
+
+#endif

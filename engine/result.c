@@ -1,0 +1,1 @@
+/* result.c - placeholder while the module is written. */

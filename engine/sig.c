@@ -1,0 +1,1 @@
+/* sig.c - placeholder while the module is written. */

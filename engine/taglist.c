@@ -1,0 +1,1 @@
+/* taglist.c - placeholder while the module is written. */

@@ -1,0 +1,1 @@
+/* verify.c - placeholder while the module is written. */

@@ -1,0 +1,1 @@
+/* zone.c - placeholder while the module is written. */
