@@ -1,0 +1,153 @@
+/*
+ * b64_test.c - unit tests for engine/b64.c: RFC 4648 vectors, FWS anywhere, padding
+ * rules, rejection of bad input, capacity limits, and an encode/decode round trip
+ * over random data. Inputs sit against a guard page so an over-read crashes.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "b64.h"
+#include "guard.h"
+
+/* decode_str decodes s (placed at a guard page) into out; returns the length or -1. */
+static long decode_str(const char *s, uint8_t *out, size_t cap)
+{
+    size_t n = strlen(s);
+    size_t len = 0;
+    if (!dkd__b64_decode(dkd__span(guard_copy(s, n), n), out, cap, &len)) {
+        return -1;
+    }
+    return (long)len;
+}
+
+static void check_decodes(const char *in, const char *want)
+{
+    uint8_t out[256];
+    long n = decode_str(in, out, sizeof out);
+    assert_int_equal(n, (long)strlen(want));
+    assert_memory_equal(out, want, strlen(want));
+}
+
+static void test_rfc4648_vectors(void **state)
+{
+    (void)state;
+    check_decodes("", "");
+    check_decodes("Zg==", "f");
+    check_decodes("Zm8=", "fo");
+    check_decodes("Zm9v", "foo");
+    check_decodes("Zm9vYg==", "foob");
+    check_decodes("Zm9vYmE=", "fooba");
+    check_decodes("Zm9vYmFy", "foobar");
+}
+
+static void test_padding_optional(void **state)
+{
+    (void)state;
+    check_decodes("Zg", "f");
+    check_decodes("Zm8", "fo");
+    check_decodes("Zm9vYg", "foob");
+}
+
+static void test_fws_anywhere(void **state)
+{
+    (void)state;
+    check_decodes(" Zm9v\r\n\tYmFy ", "foobar");
+    check_decodes("Z m 9 v Y g = =", "foob");
+    check_decodes("Zm9vYg=\r\n =", "foob");
+    check_decodes("Zm9vYg==\r\n  \t", "foob");
+    check_decodes("\n\n\n", "");
+}
+
+static void test_rejects(void **state)
+{
+    (void)state;
+    uint8_t out[64];
+    assert_int_equal(decode_str("Zm9v!mFy", out, sizeof out), -1);  /* bad char */
+    assert_int_equal(decode_str("Zm9v-mFy", out, sizeof out), -1);  /* base64url */
+    assert_int_equal(decode_str("Zm9vY", out, sizeof out), -1);     /* dangling char */
+    assert_int_equal(decode_str("Zg==Zg==", out, sizeof out), -1);  /* data after pad */
+    assert_int_equal(decode_str("Zg=a", out, sizeof out), -1);
+    assert_int_equal(decode_str("Zm9v=", out, sizeof out), -1);     /* pad after full */
+    assert_int_equal(decode_str("Zg=", out, sizeof out), -1);       /* short padding */
+    assert_int_equal(decode_str("Zm8==", out, sizeof out), -1);     /* long padding */
+    assert_int_equal(decode_str("Z===", out, sizeof out), -1);
+    assert_int_equal(decode_str("====", out, sizeof out), -1);
+    assert_int_equal(decode_str("=", out, sizeof out), -1);
+    assert_int_equal(decode_str("Zm9v\x01", out, sizeof out), -1);  /* control byte */
+    assert_int_equal(decode_str("Zm9v\xc3\xa9", out, sizeof out), -1); /* non-ASCII */
+}
+
+static void test_trailing_bits_accepted(void **state)
+{
+    (void)state;
+    /* "Zh==" carries non-zero bits below the byte; accepted like other verifiers do. */
+    check_decodes("Zh==", "f");
+}
+
+static void test_capacity(void **state)
+{
+    (void)state;
+    uint8_t out[8];
+    assert_int_equal(decode_str("Zm9vYmFy", out, 6), 6);
+    assert_int_equal(decode_str("Zm9vYmFy", out, 5), -1);
+    assert_int_equal(decode_str("Zm9vYmE=", out, 4), -1);
+    assert_int_equal(decode_str("Zm9vYg==", out, 3), -1);
+    assert_int_equal(decode_str("Zm9vYg==", out, 4), 4);
+    assert_int_equal(decode_str("", out, 0), 0);
+}
+
+static void test_encode_vectors(void **state)
+{
+    (void)state;
+    static const char *const plain[] = {"", "f", "fo", "foo", "foob", "fooba", "foobar"};
+    static const char *const coded[] = {"", "Zg==", "Zm8=", "Zm9v", "Zm9vYg==", "Zm9vYmE=",
+                                        "Zm9vYmFy"};
+    for (size_t i = 0; i < sizeof plain / sizeof plain[0]; i++) {
+        char out[16];
+        size_t n = dkd__b64_encode((const uint8_t *)plain[i], strlen(plain[i]), out);
+        assert_int_equal(n, strlen(coded[i]));
+        assert_memory_equal(out, coded[i], n);
+    }
+}
+
+static void test_round_trip_random(void **state)
+{
+    (void)state;
+    srand(12345);
+    uint8_t in[300], back[300 + 3];
+    char enc[4 * 101];
+    for (int iter = 0; iter < 2000; iter++) {
+        size_t len = (size_t)rand() % sizeof in;
+        for (size_t i = 0; i < len; i++) {
+            in[i] = (uint8_t)rand();
+        }
+        size_t n = dkd__b64_encode(in, len, enc);
+        assert_int_equal(n, 4 * ((len + 2) / 3));
+        size_t got = 0;
+        const uint8_t *g = guard_copy(enc, n);
+        assert_true(dkd__b64_decode(dkd__span(g, n), back, len / 3 * 3 + 3, &got));
+        assert_int_equal(got, len);
+        assert_memory_equal(back, in, len);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_rfc4648_vectors),
+        cmocka_unit_test(test_padding_optional),
+        cmocka_unit_test(test_fws_anywhere),
+        cmocka_unit_test(test_rejects),
+        cmocka_unit_test(test_trailing_bits_accepted),
+        cmocka_unit_test(test_capacity),
+        cmocka_unit_test(test_encode_vectors),
+        cmocka_unit_test(test_round_trip_random),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
