@@ -330,7 +330,8 @@ static void directive(reader *r, dkd_span c)
     };
     for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
         size_t n = strlen(kinds[k].word);
-        if (c.len <= n || memcmp(c.ptr, kinds[k].word, n) != 0 || !dkd__is_wsp(c.ptr[n])) {
+        if (c.len < n || memcmp(c.ptr, kinds[k].word, n) != 0 ||
+            (c.len > n && !dkd__is_wsp(c.ptr[n]))) {
             continue;
         }
         dkd_span name = dkd__span_trim_fws(dkd__span(c.ptr + n, c.len - n));
