@@ -1,1 +1,338 @@
-/* canon.c - placeholder while the module is written. */
+/*
+ * canon.c - RFC 6376 section 3.4 canonicalization (simple and relaxed), header fields
+ * one at a time and the body as a stream, fed to a sink that hashes (see canon.h).
+ *
+ * Workload: the body is the bulk of the bytes (tens of KiB per message, sometimes
+ * MiB), so the body path moves runs of ordinary bytes with one memcpy into a 4 KiB
+ * batch and only looks at CR, LF and (relaxed) WSP one at a time. Header fields are
+ * short (a few hundred bytes, h= names at most ~100 of them), so the header path is
+ * a plain byte loop through a small stack batch.
+ *
+ * This is the scalar reference: any faster version must produce the same bytes, and
+ * tests/engine/canon_test.c checks this one against a naive whole-buffer version
+ * written from the RFC text.
+ *
+ * Decisions, written down because the RFC leaves them open:
+ *  - a bare LF is a line end (taken as CRLF); a CR not followed by LF is an ordinary
+ *    byte, in bodies and headers alike, so "a\r\r\n" is the line "a\r";
+ *  - relaxed body of an empty body (or of blank lines only) is empty, per RFC 6376
+ *    erratum 3758; simple body of an empty body is a single CRLF (RFC 6376 3.4.3);
+ *  - relaxed header: every line end inside the field is dropped (unfolding; in a
+ *    field from dkd__hdr_parse each one is a fold or the final one), WSP runs become
+ *    one SP, WSP around the first colon and at the end is dropped, and only the
+ *    bytes before the first colon are lowercased.
+ */
+#include "canon.h"
+
+#include <string.h>
+
+/* ---- header fields ---- */
+
+/* A small output batch on the stack, so the sink (a hash update) sees a few calls per
+ * field rather than one per byte. */
+typedef struct hdr_out {
+    dkd_canon_sink_fn sink;
+    void *sink_arg;
+    size_t len;
+    uint8_t buf[256];
+} hdr_out;
+
+static void out_flush(hdr_out *o)
+{
+    if (o->len > 0) {
+        o->sink(o->sink_arg, o->buf, o->len);
+        o->len = 0;
+    }
+}
+
+static void out_byte(hdr_out *o, uint8_t c)
+{
+    if (o->len == sizeof o->buf) {
+        out_flush(o);
+    }
+    o->buf[o->len++] = c;
+}
+
+/* Header state carried from the part before the skipped range to the part after. */
+typedef struct hdr_state {
+    bool cr_pending;     /* a CR was seen; whether it is a line end depends on the next byte */
+    bool eol_pending;    /* simple: a line end was seen; dropped if it is the last thing */
+    bool wsp_pending;    /* relaxed: WSP seen, to become one SP if content follows */
+    bool seen_colon;     /* relaxed: past the colon ending the name */
+    bool value_started;  /* relaxed: a value byte after the colon was written */
+} hdr_state;
+
+/* simple: bytes as they are, a bare LF written as CRLF, and the final line end held
+ * back so the caller decides whether the field ends with CRLF. */
+static void simple_hdr_feed(hdr_state *st, hdr_out *o, const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint8_t c = p[i];
+        if (st->eol_pending) {
+            out_byte(o, '\r');
+            out_byte(o, '\n');
+            st->eol_pending = false;
+        }
+        if (st->cr_pending) {
+            st->cr_pending = false;
+            if (c == '\n') {
+                st->eol_pending = true;
+                continue;
+            }
+            out_byte(o, '\r'); /* a lone CR is content */
+        }
+        if (c == '\r') {
+            st->cr_pending = true;
+        } else if (c == '\n') {
+            st->eol_pending = true;
+        } else {
+            out_byte(o, c);
+        }
+    }
+}
+
+/* relaxed: one content byte (anything but WSP and line ends). */
+static void relaxed_hdr_content(hdr_state *st, hdr_out *o, uint8_t c)
+{
+    if (st->wsp_pending) {
+        st->wsp_pending = false;
+        /* WSP right after the colon is dropped; elsewhere a run becomes one SP. */
+        if (!st->seen_colon || st->value_started) {
+            out_byte(o, ' ');
+        }
+    }
+    if (st->seen_colon) {
+        st->value_started = true;
+        out_byte(o, c);
+    } else {
+        out_byte(o, dkd__lower(c));
+    }
+}
+
+static void relaxed_hdr_feed(hdr_state *st, hdr_out *o, const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint8_t c = p[i];
+        if (st->cr_pending) {
+            st->cr_pending = false;
+            if (c == '\n') {
+                continue; /* CRLF: unfolded away (or the final one, re-added later) */
+            }
+            relaxed_hdr_content(st, o, '\r');
+        }
+        if (c == '\r') {
+            st->cr_pending = true;
+        } else if (c == '\n') {
+            /* bare LF: same as CRLF, dropped */
+        } else if (dkd__is_wsp(c)) {
+            st->wsp_pending = true;
+        } else if (c == ':' && !st->seen_colon) {
+            st->wsp_pending = false; /* WSP before the colon */
+            st->seen_colon = true;
+            out_byte(o, ':');
+        } else {
+            relaxed_hdr_content(st, o, c);
+        }
+    }
+}
+
+void dkd__canon_header(enum dkd_canon canon, dkd_span raw, size_t skip_off, size_t skip_end,
+                       bool with_crlf, dkd_canon_sink_fn sink, void *sink_arg)
+{
+    /* The range comes from our own tag parser, but clamp it rather than trust it. */
+    if (skip_end > raw.len) {
+        skip_end = raw.len;
+    }
+    if (skip_off > skip_end) {
+        skip_off = skip_end;
+    }
+
+    hdr_out o;
+    o.sink = sink;
+    o.sink_arg = sink_arg;
+    o.len = 0;
+    hdr_state st = {0};
+
+    /* The field is hashed as if the skipped bytes were not there: feed the two parts
+     * through the same state, so a WSP run or a CRLF spanning the gap is one run. */
+    if (canon == DKD_CANON_RELAXED) {
+        relaxed_hdr_feed(&st, &o, raw.ptr, skip_off);
+        relaxed_hdr_feed(&st, &o, raw.ptr + skip_end, raw.len - skip_end);
+        if (st.cr_pending) {
+            relaxed_hdr_content(&st, &o, '\r'); /* a CR at the very end is content */
+        }
+        /* Pending WSP at the end is trailing WSP: dropped. */
+    } else {
+        simple_hdr_feed(&st, &o, raw.ptr, skip_off);
+        simple_hdr_feed(&st, &o, raw.ptr + skip_end, raw.len - skip_end);
+        if (st.cr_pending) {
+            out_byte(&o, '\r');
+        }
+        /* A pending line end is the field's last one: written below if wanted. */
+    }
+    if (with_crlf) {
+        out_byte(&o, '\r');
+        out_byte(&o, '\n');
+    }
+    out_flush(&o);
+}
+
+/* ---- body ---- */
+
+/* Byte classes: which bytes end a run of ordinary content. */
+enum { CL_SIMPLE_STOP = 1, CL_RELAXED_STOP = 2 };
+
+static const uint8_t body_class[256] = {
+    ['\r'] = CL_SIMPLE_STOP | CL_RELAXED_STOP,
+    ['\n'] = CL_SIMPLE_STOP | CL_RELAXED_STOP,
+    [' '] = CL_RELAXED_STOP,
+    ['\t'] = CL_RELAXED_STOP,
+};
+
+static void body_flush(dkd_body_canon *bc)
+{
+    if (bc->buf_len > 0) {
+        bc->sink(bc->sink_arg, bc->buf, bc->buf_len);
+        bc->buf_len = 0;
+    }
+}
+
+/* body_put counts n canonical bytes and passes on those that fall within l=. */
+static void body_put(dkd_body_canon *bc, const uint8_t *p, size_t n)
+{
+    uint64_t before = bc->emitted;
+    bc->emitted += n;
+    if (before >= bc->limit) {
+        return;
+    }
+    if ((uint64_t)n > bc->limit - before) {
+        n = (size_t)(bc->limit - before);
+    }
+    while (n > 0) {
+        size_t room = sizeof bc->buf - bc->buf_len;
+        if (room == 0) {
+            body_flush(bc);
+            room = sizeof bc->buf;
+        }
+        size_t take = n < room ? n : room;
+        memcpy(bc->buf + bc->buf_len, p, take);
+        bc->buf_len += take;
+        p += take;
+        n -= take;
+    }
+}
+
+static const uint8_t crlf[2] = {'\r', '\n'};
+
+/* Blank lines held back are written only when text follows them. There may be very
+ * many (a body of a million empty lines); past l= they are only counted. */
+static void body_put_blank_lines(dkd_body_canon *bc)
+{
+    while (bc->blank_lines > 0 && bc->emitted < bc->limit) {
+        body_put(bc, crlf, 2);
+        bc->blank_lines--;
+    }
+    bc->emitted += 2 * bc->blank_lines;
+    bc->blank_lines = 0;
+}
+
+/* body_content writes n > 0 content bytes of the current line (in relaxed, non-WSP). */
+static void body_content(dkd_body_canon *bc, const uint8_t *p, size_t n)
+{
+    if (!bc->line_has_data) {
+        body_put_blank_lines(bc);
+        bc->line_has_data = true;
+    }
+    if (bc->wsp_pending) {
+        /* relaxed: a WSP run inside the line (or leading it) becomes one SP */
+        bc->wsp_pending = false;
+        body_put(bc, (const uint8_t *)" ", 1);
+    }
+    body_put(bc, p, n);
+}
+
+static void body_line_end(dkd_body_canon *bc)
+{
+    bc->wsp_pending = false; /* relaxed: WSP at the end of a line is dropped */
+    if (bc->line_has_data) {
+        body_put(bc, crlf, 2);
+        bc->line_has_data = false;
+    } else {
+        bc->blank_lines++;
+    }
+}
+
+void dkd__body_init(dkd_body_canon *bc, enum dkd_canon canon, uint64_t limit,
+                    dkd_canon_sink_fn sink, void *sink_arg)
+{
+    bc->canon = canon;
+    bc->cr_pending = false;
+    bc->wsp_pending = false;
+    bc->line_has_data = false;
+    bc->blank_lines = 0;
+    bc->limit = limit;
+    bc->emitted = 0;
+    bc->sink = sink;
+    bc->sink_arg = sink_arg;
+    bc->buf_len = 0;
+}
+
+void dkd__body_update(dkd_body_canon *bc, const uint8_t *p, size_t n)
+{
+    bool relaxed = bc->canon == DKD_CANON_RELAXED;
+    uint8_t stop = relaxed ? CL_RELAXED_STOP : CL_SIMPLE_STOP;
+    size_t i = 0;
+
+    while (i < n) {
+        uint8_t c = p[i];
+        if (bc->cr_pending) {
+            /* The CR may have ended the previous chunk: only now do we know whether it
+             * starts a CRLF or is a content byte. */
+            bc->cr_pending = false;
+            if (c == '\n') {
+                body_line_end(bc);
+                i++;
+                continue;
+            }
+            body_content(bc, (const uint8_t *)"\r", 1);
+        }
+        if (c == '\r') {
+            bc->cr_pending = true;
+            i++;
+        } else if (c == '\n') {
+            body_line_end(bc); /* bare LF */
+            i++;
+        } else if (relaxed && dkd__is_wsp(c)) {
+            bc->wsp_pending = true;
+            i++;
+        } else {
+            size_t j = i + 1;
+            while (j < n && !(body_class[p[j]] & stop)) {
+                j++;
+            }
+            body_content(bc, p + i, j - i);
+            i = j;
+        }
+    }
+}
+
+void dkd__body_final(dkd_body_canon *bc)
+{
+    if (bc->cr_pending) {
+        bc->cr_pending = false;
+        body_content(bc, (const uint8_t *)"\r", 1); /* a CR ending the body is content */
+    }
+    bc->wsp_pending = false; /* trailing WSP of a last line without line end */
+    if (bc->line_has_data) {
+        /* the body did not end with a line end: one is added */
+        body_put(bc, crlf, 2);
+        bc->line_has_data = false;
+    }
+    /* Trailing blank lines are never written. An empty simple body is one CRLF; an
+     * empty relaxed body stays empty (erratum 3758). */
+    bc->blank_lines = 0;
+    if (bc->canon != DKD_CANON_RELAXED && bc->emitted == 0) {
+        body_put(bc, crlf, 2);
+    }
+    body_flush(bc);
+}

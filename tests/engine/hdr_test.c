@@ -1,0 +1,304 @@
+/*
+ * hdr_test.c - unit tests for the header block splitter (engine/hdr.c). Every input is
+ * placed against a guard page, so a read past the block crashes the test.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "guard.h"
+#include "hdr.h"
+
+enum { MAXF = 16 };
+
+typedef struct parsed {
+    dkd_hdr_status st;
+    size_t count;
+    size_t err_off;
+    const uint8_t *base;
+    dkd_field f[MAXF];
+} parsed;
+
+static void parse(const char *s, size_t max, parsed *out)
+{
+    size_t n = strlen(s);
+    out->base = guard_copy(s, n);
+    out->count = 999;
+    out->err_off = 999;
+    out->st = dkd__hdr_parse(dkd__span(out->base, n), out->f, max, &out->count, &out->err_off);
+}
+
+static void assert_span(dkd_span sp, const char *want)
+{
+    size_t n = strlen(want);
+    assert_int_equal(sp.len, n);
+    assert_memory_equal(sp.ptr, want, n);
+}
+
+/* Checks field i: raw as bytes, and name and value. */
+static void assert_field(const parsed *p, size_t i, const char *raw, const char *name,
+                         const char *value)
+{
+    assert_true(i < p->count);
+    assert_span(p->f[i].raw, raw);
+    assert_span(p->f[i].name, name);
+    assert_span(p->f[i].value, value);
+}
+
+static void test_simple_crlf(void **state)
+{
+    parsed p;
+    parse("From: a@example.com\r\nTo: b@example.com\r\n\r\n", MAXF, &p);
+    assert_int_equal(p.st, DKD_HDR_OK);
+    assert_int_equal(p.count, 2);
+    assert_field(&p, 0, "From: a@example.com\r\n", "From", " a@example.com");
+    assert_field(&p, 1, "To: b@example.com\r\n", "To", " b@example.com");
+    assert_ptr_equal(p.f[0].raw.ptr, p.base);
+}
+
+static void test_bare_lf_and_mixed(void **state)
+{
+    parsed p;
+    parse("A:1\nB:2\r\nC:3\n\n", MAXF, &p);
+    assert_int_equal(p.st, DKD_HDR_OK);
+    assert_int_equal(p.count, 3);
+    assert_field(&p, 0, "A:1\n", "A", "1");
+    assert_field(&p, 1, "B:2\r\n", "B", "2");
+    assert_field(&p, 2, "C:3\n", "C", "3");
+}
+
+static void test_folding(void **state)
+{
+    parsed p;
+    parse("Subject: one\r\n two\r\n\tthree\r\nX: y\r\n", MAXF, &p);
+    assert_int_equal(p.st, DKD_HDR_OK);
+    assert_int_equal(p.count, 2);
+    assert_field(&p, 0, "Subject: one\r\n two\r\n\tthree\r\n", "Subject",
+                 " one\r\n two\r\n\tthree");
+    assert_field(&p, 1, "X: y\r\n", "X", " y");
+}
+
+static void test_fold_bare_lf(void **state)
+{
+    parsed p;
+    parse("S: a\n b\n", MAXF, &p);
+    assert_int_equal(p.st, DKD_HDR_OK);
+    assert_int_equal(p.count, 1);
+    assert_field(&p, 0, "S: a\n b\n", "S", " a\n b");
+}
+
+static void test_wsp_before_colon(void **state)
+{
+    parsed p;
+    /* RFC 6376 3.4.5's example header, which uses the obsolete "B :" form. */
+    parse("A: X\r\nB : Y\t\r\n\tZ  \r\n\r\n", MAXF, &p);
+    assert_int_equal(p.st, DKD_HDR_OK);
+    assert_int_equal(p.count, 2);
+    assert_field(&p, 0, "A: X\r\n", "A", " X");
+    assert_field(&p, 1, "B : Y\t\r\n\tZ  \r\n", "B", " Y\t\r\n\tZ  ");
+
+    parse("Name \t :v\r\n", MAXF, &p);
+    assert_int_equal(p.st, DKD_HDR_OK);
+    assert_field(&p, 0, "Name \t :v\r\n", "Name", "v");
+}
+
+static void test_no_terminating_empty_line(void **state)
+{
+    parsed p;
+    parse("A: 1\r\nB: 2\r\n", MAXF, &p);
+    assert_int_equal(p.st, DKD_HDR_OK);
+    assert_int_equal(p.count, 2);
+    assert_field(&p, 1, "B: 2\r\n", "B", " 2");
+}
+
+static void test_last_field_without_line_end(void **state)
+{
+    parsed p;
+    parse("A: 1\r\nB: 2", MAXF, &p);
+    assert_int_equal(p.st, DKD_HDR_OK);
+    assert_int_equal(p.count, 2);
+    assert_field(&p, 1, "B: 2", "B", " 2");
+
+    parse("A: 1\r\n cont", MAXF, &p);
+    assert_int_equal(p.st, DKD_HDR_OK);
+    assert_int_equal(p.count, 1);
+    assert_field(&p, 0, "A: 1\r\n cont", "A", " 1\r\n cont");
+
+    parse("A:", MAXF, &p);
+    assert_int_equal(p.st, DKD_HDR_OK);
+    assert_int_equal(p.count, 1);
+    assert_field(&p, 0, "A:", "A", "");
+}
+
+static void test_stops_at_empty_line(void **state)
+{
+    parsed p;
+    parse("A: 1\r\n\r\nbody: not a header\r\n", MAXF, &p);
+    assert_int_equal(p.st, DKD_HDR_OK);
+    assert_int_equal(p.count, 1);
+    parse("A: 1\n\nno colon here\n", MAXF, &p);
+    assert_int_equal(p.st, DKD_HDR_OK);
+    assert_int_equal(p.count, 1);
+    parse("\r\nA: 1\r\n", MAXF, &p);
+    assert_int_equal(p.st, DKD_HDR_OK);
+    assert_int_equal(p.count, 0);
+    parse("", MAXF, &p);
+    assert_int_equal(p.st, DKD_HDR_OK);
+    assert_int_equal(p.count, 0);
+}
+
+static void test_eight_bit_and_cr_in_value(void **state)
+{
+    parsed p;
+    parse("Subject: caf\xc3\xa9\r\x80\r\n", MAXF, &p);
+    assert_int_equal(p.st, DKD_HDR_OK);
+    assert_int_equal(p.count, 1);
+    assert_field(&p, 0, "Subject: caf\xc3\xa9\r\x80\r\n", "Subject", " caf\xc3\xa9\r\x80");
+}
+
+static void test_empty_value_and_colons(void **state)
+{
+    parsed p;
+    parse("A:\r\nB::c:\r\n", MAXF, &p);
+    assert_int_equal(p.st, DKD_HDR_OK);
+    assert_int_equal(p.count, 2);
+    assert_field(&p, 0, "A:\r\n", "A", "");
+    assert_field(&p, 1, "B::c:\r\n", "B", ":c:");
+}
+
+static void test_malformed_no_colon(void **state)
+{
+    parsed p;
+    parse("A: 1\r\nnocolon\r\nB: 2\r\n", MAXF, &p);
+    assert_int_equal(p.st, DKD_HDR_MALFORMED);
+    assert_int_equal(p.err_off, 6);
+    assert_int_equal(p.count, 1);
+    assert_field(&p, 0, "A: 1\r\n", "A", " 1");
+
+    /* A colon after the line end does not count. */
+    parse("nocolon\r\n :x\r\n", MAXF, &p);
+    assert_int_equal(p.st, DKD_HDR_MALFORMED);
+    assert_int_equal(p.err_off, 0);
+    assert_int_equal(p.count, 0);
+
+    /* Nor does a final partial line without one. */
+    parse("A: 1\r\nxyz", MAXF, &p);
+    assert_int_equal(p.st, DKD_HDR_MALFORMED);
+    assert_int_equal(p.err_off, 6);
+}
+
+static void test_malformed_leading_continuation(void **state)
+{
+    parsed p;
+    parse(" A: 1\r\n", MAXF, &p);
+    assert_int_equal(p.st, DKD_HDR_MALFORMED);
+    assert_int_equal(p.err_off, 0);
+    assert_int_equal(p.count, 0);
+    parse("\tA: 1\r\n", MAXF, &p);
+    assert_int_equal(p.st, DKD_HDR_MALFORMED);
+}
+
+static void test_malformed_names(void **state)
+{
+    parsed p;
+    parse(":value\r\n", MAXF, &p);
+    assert_int_equal(p.st, DKD_HDR_MALFORMED);
+    assert_int_equal(p.err_off, 0);
+    parse("A: 1\r\n  \t:value\r\n", MAXF, &p); /* WSP-only line: a continuation */
+    assert_int_equal(p.st, DKD_HDR_OK);
+    parse("Sub ject: x\r\n", MAXF, &p);
+    assert_int_equal(p.st, DKD_HDR_MALFORMED);
+    parse("Subj\xc3\xa9: x\r\n", MAXF, &p);
+    assert_int_equal(p.st, DKD_HDR_MALFORMED);
+    parse("A\x7f: x\r\n", MAXF, &p);
+    assert_int_equal(p.st, DKD_HDR_MALFORMED);
+    parse("A\rB: x\r\n", MAXF, &p);
+    assert_int_equal(p.st, DKD_HDR_MALFORMED);
+    parse("!~: x\r\n", MAXF, &p);
+    assert_int_equal(p.st, DKD_HDR_OK);
+    assert_field(&p, 0, "!~: x\r\n", "!~", " x");
+    /* A line of only a CR is not an empty line (CR alone is not a line end). */
+    parse("A: 1\r\n\r", MAXF, &p);
+    assert_int_equal(p.st, DKD_HDR_MALFORMED);
+    assert_int_equal(p.err_off, 6);
+}
+
+static void test_too_many(void **state)
+{
+    parsed p;
+    parse("A:1\r\nB:2\r\nC:3\r\n", 2, &p);
+    assert_int_equal(p.st, DKD_HDR_TOO_MANY);
+    assert_int_equal(p.count, 2);
+    assert_field(&p, 1, "B:2\r\n", "B", "2");
+    parse("A:1\r\nB:2\r\n b\r\n\r\nC:3\r\n", 2, &p);
+    assert_int_equal(p.st, DKD_HDR_OK);
+    assert_int_equal(p.count, 2);
+    parse("A:1\r\n", 0, &p);
+    assert_int_equal(p.st, DKD_HDR_TOO_MANY);
+    assert_int_equal(p.count, 0);
+}
+
+static size_t block_len(const char *s)
+{
+    size_t n = strlen(s);
+    return dkd__hdr_block_len(dkd__span(guard_copy(s, n), n));
+}
+
+static void test_block_len(void **state)
+{
+    assert_int_equal(block_len("A: 1\r\nB: 2\r\n\r\nbody\r\n"), 14);
+    assert_int_equal(block_len("A: 1\nB: 2\n\nbody\n"), 11);
+    assert_int_equal(block_len("A: 1\r\n\nbody"), 7);
+    assert_int_equal(block_len("A: 1\n\r\nbody"), 7);
+    assert_int_equal(block_len("A: 1\r\n\r\n"), 8);
+    assert_int_equal(block_len("\r\nbody\r\n\r\n"), 2);
+    assert_int_equal(block_len("\nbody\n\n"), 1);
+    assert_int_equal(block_len("A: 1\r\nB: 2\r\n"), 12);
+    assert_int_equal(block_len("A: 1\r\n\r"), 7);
+    assert_int_equal(block_len("A: 1\r\r\nB\r\n"), 10);
+    assert_int_equal(block_len(""), 0);
+    assert_int_equal(block_len("\r"), 1);
+    /* "\r\r\n" is not an empty line: the first CR is content. */
+    assert_int_equal(block_len("A: 1\r\n\r\r\nx"), 10);
+}
+
+static void test_block_then_parse(void **state)
+{
+    const char *msg = "From: a\r\nSubject: s\r\n t\r\n\r\nBody: x\r\n";
+    size_t n = strlen(msg);
+    const uint8_t *m = guard_copy(msg, n);
+    size_t bl = dkd__hdr_block_len(dkd__span(m, n));
+    assert_int_equal(bl, 27);
+    dkd_field f[4];
+    size_t count = 0, off = 0;
+    assert_int_equal(dkd__hdr_parse(dkd__span(m, bl), f, 4, &count, &off), DKD_HDR_OK);
+    assert_int_equal(count, 2);
+    assert_int_equal(f[1].raw.ptr + f[1].raw.len - m, 25);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_simple_crlf),
+        cmocka_unit_test(test_bare_lf_and_mixed),
+        cmocka_unit_test(test_folding),
+        cmocka_unit_test(test_fold_bare_lf),
+        cmocka_unit_test(test_wsp_before_colon),
+        cmocka_unit_test(test_no_terminating_empty_line),
+        cmocka_unit_test(test_last_field_without_line_end),
+        cmocka_unit_test(test_stops_at_empty_line),
+        cmocka_unit_test(test_eight_bit_and_cr_in_value),
+        cmocka_unit_test(test_empty_value_and_colons),
+        cmocka_unit_test(test_malformed_no_colon),
+        cmocka_unit_test(test_malformed_leading_continuation),
+        cmocka_unit_test(test_malformed_names),
+        cmocka_unit_test(test_too_many),
+        cmocka_unit_test(test_block_len),
+        cmocka_unit_test(test_block_then_parse),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
