@@ -12,6 +12,8 @@
  * not listed means "not base64" without a GNU range initializer. */
 enum { B64_BAD = 0, B64_FWS = 65, B64_PAD = 66 };
 
+/* Packed rows read better than the columns clang-format would make. */
+// clang-format off
 static const uint8_t b64_table[256] = {
     [' '] = B64_FWS, ['\t'] = B64_FWS, ['\r'] = B64_FWS, ['\n'] = B64_FWS, ['='] = B64_PAD,
     ['A'] = 1, ['B'] = 2, ['C'] = 3, ['D'] = 4, ['E'] = 5, ['F'] = 6, ['G'] = 7, ['H'] = 8,
@@ -24,6 +26,7 @@ static const uint8_t b64_table[256] = {
     ['y'] = 51, ['z'] = 52, ['0'] = 53, ['1'] = 54, ['2'] = 55, ['3'] = 56, ['4'] = 57,
     ['5'] = 58, ['6'] = 59, ['7'] = 60, ['8'] = 61, ['9'] = 62, ['+'] = 63, ['/'] = 64,
 };
+// clang-format on
 
 bool dkd__b64_decode(dkd_span in, uint8_t *out, size_t out_cap, size_t *out_len)
 {

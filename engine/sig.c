@@ -52,8 +52,7 @@ static const char *show(dkd_span v, char *buf, size_t cap)
 
 enum { SHOW_CAP = 4 * 40 + 4 };
 
-__attribute__((format(printf, 3, 4))) static bool fail(dkd_sig_error *err,
-                                                       enum dkd_reason reason,
+__attribute__((format(printf, 3, 4))) static bool fail(dkd_sig_error *err, enum dkd_reason reason,
                                                        const char *fmt, ...)
 {
     err->reason = reason;
@@ -80,8 +79,8 @@ static dkd_span tag_value(const dkd_taglist *tl, const char *name)
 
 static bool is_label_byte(uint8_t c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '-' || c == '_' || c >= 0x80;
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '_' || c >= 0x80;
 }
 
 bool dkd__domain_valid(dkd_span name)
@@ -293,8 +292,7 @@ static bool parse_headers(dkd_span h, dkd_sig *sig, dkd_sig_error *err)
         }
         for (size_t i = 0; i < item.len; i++) {
             if (!is_ftext(item.ptr[i])) {
-                return fail_value(err, DKD_REASON_SIG_SYNTAX, "h", "bad header field name",
-                                  item);
+                return fail_value(err, DKD_REASON_SIG_SYNTAX, "h", "bad header field name", item);
             }
         }
         if (sig->h_count == DKD_SIG_MAX_H) {
@@ -343,8 +341,7 @@ static bool parse_identity(const dkd_taglist *tl, dkd_sig *sig, dkd_arena *arena
     }
     size_t n = 0;
     if (!qp_decode(i->value, id, &n)) {
-        return fail_value(err, DKD_REASON_SIG_SYNTAX, "i", "bad quoted-printable in",
-                          i->value);
+        return fail_value(err, DKD_REASON_SIG_SYNTAX, "i", "bad quoted-printable in", i->value);
     }
     sig->identity = dkd__span(id, n);
     /* The last '@': a quoted local-part may itself hold one. */
@@ -360,8 +357,7 @@ static bool parse_identity(const dkd_taglist *tl, dkd_sig *sig, dkd_arena *arena
     }
     dkd_span domain = dkd__span(at + 1, (size_t)(id + n - (at + 1)));
     if (!dkd__domain_valid(domain)) {
-        return fail_value(err, DKD_REASON_SIG_SYNTAX, "i", "invalid domain in identity",
-                          i->value);
+        return fail_value(err, DKD_REASON_SIG_SYNTAX, "i", "invalid domain in identity", i->value);
     }
     if (!domain_within(domain, sig->d)) {
         char ibuf[SHOW_CAP], dbuf[SHOW_CAP];
@@ -381,8 +377,7 @@ static bool parse_hashes(const dkd_taglist *tl, dkd_sig *sig, dkd_sig_error *err
         size_t want = b64_decoded_len(b->value);
         if (want > sizeof sig->b) {
             return fail(err, DKD_REASON_SIG_SYNTAX,
-                        "tag b: signature of %zu bytes is longer than %zu", want,
-                        sizeof sig->b);
+                        "tag b: signature of %zu bytes is longer than %zu", want, sizeof sig->b);
         }
         return fail_value(err, DKD_REASON_SIG_SYNTAX, "b", "bad base64", b->value);
     }
@@ -396,8 +391,7 @@ static bool parse_hashes(const dkd_taglist *tl, dkd_sig *sig, dkd_sig_error *err
         size_t want = b64_decoded_len(bh);
         if (want > sizeof sig->bh) {
             return fail(err, DKD_REASON_SIG_SYNTAX,
-                        "tag bh: body hash of %zu bytes is longer than %zu", want,
-                        sizeof sig->bh);
+                        "tag bh: body hash of %zu bytes is longer than %zu", want, sizeof sig->bh);
         }
         return fail_value(err, DKD_REASON_SIG_SYNTAX, "bh", "bad base64", bh);
     }
@@ -431,8 +425,8 @@ static bool parse_numbers(const dkd_taglist *tl, dkd_sig *sig, dkd_sig_error *er
      * dkimpy and Mail::DKIM do, since such a signature is simply already expired. */
     if (sig->has_t && sig->has_x && sig->x < sig->t) {
         return fail(err, DKD_REASON_BAD_TIMESTAMP,
-                    "tag x: expiry %llu is before signing time t=%llu",
-                    (unsigned long long)sig->x, (unsigned long long)sig->t);
+                    "tag x: expiry %llu is before signing time t=%llu", (unsigned long long)sig->x,
+                    (unsigned long long)sig->t);
     }
     return true;
 }
@@ -458,8 +452,7 @@ bool dkd__sig_parse(dkd_span value, dkd_sig *sig, dkd_arena *arena, dkd_sig_erro
         sig->b_value_end = b->value_end;
     }
     if (st == DKD_TAGLIST_SYNTAX) {
-        return fail(err, DKD_REASON_SIG_SYNTAX, "tag list: %s at byte %zu", tl.err,
-                    tl.err_off);
+        return fail(err, DKD_REASON_SIG_SYNTAX, "tag list: %s at byte %zu", tl.err, tl.err_off);
     }
     if (st == DKD_TAGLIST_DUPLICATE) {
         char buf[SHOW_CAP];
@@ -477,8 +470,7 @@ bool dkd__sig_parse(dkd_span value, dkd_sig *sig, dkd_arena *arena, dkd_sig_erro
     if (!dkd__span_eq_str(v, "1")) {
         return fail_value(err, DKD_REASON_SIG_VERSION, "v", "version is not 1:", v);
     }
-    if (!parse_alg(sig->a, sig, err) || !parse_canon(&tl, sig, err) ||
-        !parse_query(&tl, err)) {
+    if (!parse_alg(sig->a, sig, err) || !parse_canon(&tl, sig, err) || !parse_query(&tl, err)) {
         return false;
     }
     if (!dkd__domain_valid(sig->d)) {
@@ -487,7 +479,6 @@ bool dkd__sig_parse(dkd_span value, dkd_sig *sig, dkd_arena *arena, dkd_sig_erro
     if (!dkd__domain_valid(sig->s)) {
         return fail_value(err, DKD_REASON_BAD_DOMAIN, "s", "invalid selector", sig->s);
     }
-    return parse_headers(tag_value(&tl, "h"), sig, err) &&
-           parse_identity(&tl, sig, arena, err) && parse_hashes(&tl, sig, err) &&
-           parse_numbers(&tl, sig, err);
+    return parse_headers(tag_value(&tl, "h"), sig, err) && parse_identity(&tl, sig, arena, err) &&
+           parse_hashes(&tl, sig, err) && parse_numbers(&tl, sig, err);
 }

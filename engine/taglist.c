@@ -3,10 +3,10 @@
  *
  * Workload: one DKIM-Signature value (typically 300-800 bytes, 10-14 tags) per
  * signature, one key record per key-cache miss. The parser makes one pass over the
- * input, never allocates, and hands back spans into the caller's buffer. FWS is taken as any run of SP, HTAB, CR and LF: messages reach us
- * with CRLF, bare LF (Unix MTAs) or mixed line endings, and key records carry none, so
- * checking the exact CRLF WSP shape of a fold here would only reject mail that other
- * verifiers accept. Unfolding for hashing is canonicalization's job, not ours.
+ * input, never allocates, and hands back spans into the caller's buffer. FWS is taken as any run of
+ * SP, HTAB, CR and LF: messages reach us with CRLF, bare LF (Unix MTAs) or mixed line endings, and
+ * key records carry none, so checking the exact CRLF WSP shape of a fold here would only reject
+ * mail that other verifiers accept. Unfolding for hashing is canonicalization's job, not ours.
  */
 #include "taglist.h"
 
@@ -74,8 +74,9 @@ dkd_taglist_status dkd__taglist_parse(dkd_span in, dkd_taglist *tl)
             i++;
         }
         if (i == len || p[i] != '=') {
-            return fail(tl, i, (i < len && p[i] != ';') ? "bad character in tag-name"
-                                                        : "missing '=' after tag-name");
+            return fail(tl, i,
+                        (i < len && p[i] != ';') ? "bad character in tag-name"
+                                                 : "missing '=' after tag-name");
         }
         i++;
         size_t value_off = i;

@@ -68,18 +68,18 @@ static void test_rejects(void **state)
 {
     (void)state;
     uint8_t out[64];
-    assert_int_equal(decode_str("Zm9v!mFy", out, sizeof out), -1);  /* bad char */
-    assert_int_equal(decode_str("Zm9v-mFy", out, sizeof out), -1);  /* base64url */
-    assert_int_equal(decode_str("Zm9vY", out, sizeof out), -1);     /* dangling char */
-    assert_int_equal(decode_str("Zg==Zg==", out, sizeof out), -1);  /* data after pad */
+    assert_int_equal(decode_str("Zm9v!mFy", out, sizeof out), -1); /* bad char */
+    assert_int_equal(decode_str("Zm9v-mFy", out, sizeof out), -1); /* base64url */
+    assert_int_equal(decode_str("Zm9vY", out, sizeof out), -1);    /* dangling char */
+    assert_int_equal(decode_str("Zg==Zg==", out, sizeof out), -1); /* data after pad */
     assert_int_equal(decode_str("Zg=a", out, sizeof out), -1);
-    assert_int_equal(decode_str("Zm9v=", out, sizeof out), -1);     /* pad after full */
-    assert_int_equal(decode_str("Zg=", out, sizeof out), -1);       /* short padding */
-    assert_int_equal(decode_str("Zm8==", out, sizeof out), -1);     /* long padding */
+    assert_int_equal(decode_str("Zm9v=", out, sizeof out), -1); /* pad after full */
+    assert_int_equal(decode_str("Zg=", out, sizeof out), -1);   /* short padding */
+    assert_int_equal(decode_str("Zm8==", out, sizeof out), -1); /* long padding */
     assert_int_equal(decode_str("Z===", out, sizeof out), -1);
     assert_int_equal(decode_str("====", out, sizeof out), -1);
     assert_int_equal(decode_str("=", out, sizeof out), -1);
-    assert_int_equal(decode_str("Zm9v\x01", out, sizeof out), -1);  /* control byte */
+    assert_int_equal(decode_str("Zm9v\x01", out, sizeof out), -1);     /* control byte */
     assert_int_equal(decode_str("Zm9v\xc3\xa9", out, sizeof out), -1); /* non-ASCII */
 }
 
@@ -106,8 +106,8 @@ static void test_encode_vectors(void **state)
 {
     (void)state;
     static const char *const plain[] = {"", "f", "fo", "foo", "foob", "fooba", "foobar"};
-    static const char *const coded[] = {"", "Zg==", "Zm8=", "Zm9v", "Zm9vYg==", "Zm9vYmE=",
-                                        "Zm9vYmFy"};
+    static const char *const coded[] = {"",         "Zg==",     "Zm8=",    "Zm9v",
+                                        "Zm9vYg==", "Zm9vYmE=", "Zm9vYmFy"};
     for (size_t i = 0; i < sizeof plain / sizeof plain[0]; i++) {
         char out[16];
         size_t n = dkd__b64_encode((const uint8_t *)plain[i], strlen(plain[i]), out);
@@ -140,14 +140,10 @@ static void test_round_trip_random(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_rfc4648_vectors),
-        cmocka_unit_test(test_padding_optional),
-        cmocka_unit_test(test_fws_anywhere),
-        cmocka_unit_test(test_rejects),
-        cmocka_unit_test(test_trailing_bits_accepted),
-        cmocka_unit_test(test_capacity),
-        cmocka_unit_test(test_encode_vectors),
-        cmocka_unit_test(test_round_trip_random),
+        cmocka_unit_test(test_rfc4648_vectors),        cmocka_unit_test(test_padding_optional),
+        cmocka_unit_test(test_fws_anywhere),           cmocka_unit_test(test_rejects),
+        cmocka_unit_test(test_trailing_bits_accepted), cmocka_unit_test(test_capacity),
+        cmocka_unit_test(test_encode_vectors),         cmocka_unit_test(test_round_trip_random),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

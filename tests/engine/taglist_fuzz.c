@@ -16,11 +16,11 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define CHECK(cond)                                                                         \
-    do {                                                                                    \
-        if (!(cond)) {                                                                      \
-            abort();                                                                        \
-        }                                                                                   \
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            abort();                                                                               \
+        }                                                                                          \
     } while (0)
 
 static void check_list(const uint8_t *data, size_t size, const dkd_taglist *tl)
@@ -83,8 +83,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
               memcmp(again.tags[t].name.ptr, tl.tags[t].name.ptr, tl.tags[t].name.len) == 0);
         CHECK(again.tags[t].value.len == tl.tags[t].value.len);
         CHECK(again.tags[t].value.len == 0 ||
-              memcmp(again.tags[t].value.ptr, tl.tags[t].value.ptr,
-                     tl.tags[t].value.len) == 0);
+              memcmp(again.tags[t].value.ptr, tl.tags[t].value.ptr, tl.tags[t].value.len) == 0);
     }
     free(buf);
     return 0;

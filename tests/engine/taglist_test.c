@@ -143,8 +143,7 @@ static void test_nul_and_controls(void **state)
     (void)state;
     static const char with_nul[] = {'a', '=', 'x', 0, 'y'};
     base = guard_copy(with_nul, sizeof with_nul);
-    assert_int_equal(dkd__taglist_parse(dkd__span(base, sizeof with_nul), &tl),
-                     DKD_TAGLIST_SYNTAX);
+    assert_int_equal(dkd__taglist_parse(dkd__span(base, sizeof with_nul), &tl), DKD_TAGLIST_SYNTAX);
     assert_int_equal(tl.err_off, 3);
     check_syntax("a=\x0b", 2);
     check_syntax("a=\f", 2);
