@@ -363,10 +363,15 @@ static void check_chunking_dir(dkd_engine *eng, dkd_msg *m, const char *dir, dkd
             size_t n2 = verify_streamed(m, zone, msg, len, seed, part, 32);
             assert_int_equal(n, n2);
             for (size_t i = 0; i < n && i < 32; i++) {
-                if (memcmp(&whole[i], &part[i], sizeof whole[i]) != 0) {
-                    fail_msg("%s sig %zu seed %u: whole %s/%s, streamed %s/%s", path, i, seed,
-                             dkd_result_name(whole[i].result), dkd_reason_code(whole[i].reason),
-                             dkd_result_name(part[i].result), dkd_reason_code(part[i].reason));
+                if (whole[i].result != part[i].result || whole[i].reason != part[i].reason ||
+                    whole[i].key_bits != part[i].key_bits ||
+                    whole[i].body_total != part[i].body_total) {
+                    fail_msg("%s sig %zu seed %u: whole %s/%s/%u/%llu, streamed %s/%s/%u/%llu",
+                             path, i, seed, dkd_result_name(whole[i].result),
+                             dkd_reason_code(whole[i].reason), whole[i].key_bits,
+                             (unsigned long long)whole[i].body_total,
+                             dkd_result_name(part[i].result), dkd_reason_code(part[i].reason),
+                             part[i].key_bits, (unsigned long long)part[i].body_total);
                 }
             }
         }
