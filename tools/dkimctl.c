@@ -14,6 +14,21 @@ static const struct subcommand {
     const char *summary;
 } subcommands[] = {
     {"verify", dkimctl_verify, "verify the DKIM signatures of message files"},
+#ifdef DKIMCTL_HAVE_KEYGEN
+    {"keygen", dkimctl_keygen, "make a key pair and print the TXT record to publish"},
+#endif
+#ifdef DKIMCTL_HAVE_SIGN
+    {"sign", dkimctl_sign, "sign a message (prepends a DKIM-Signature)"},
+#endif
+#ifdef DKIMCTL_HAVE_CHECK_RECORD
+    {"check-record", dkimctl_check_record, "look up a selector's key record and lint it"},
+#endif
+#ifdef DKIMCTL_HAVE_EXPLAIN
+    {"explain", dkimctl_explain, "explain in plain words why a message passes or fails"},
+#endif
+#ifdef DKIMCTL_HAVE_STATS
+    {"stats", dkimctl_stats, "show a running dkimd's counters"},
+#endif
 };
 
 static void usage(FILE *out)

@@ -17,6 +17,11 @@ enum {
 };
 
 int dkimctl_verify(int argc, char **argv);
+int dkimctl_keygen(int argc, char **argv);
+int dkimctl_sign(int argc, char **argv);
+int dkimctl_check_record(int argc, char **argv);
+int dkimctl_explain(int argc, char **argv);
+int dkimctl_stats(int argc, char **argv);
 
 /* read_file reads a whole file into a malloc'd buffer. NULL (errno set) on failure. */
 uint8_t *read_file(const char *path, size_t *len);
