@@ -63,7 +63,7 @@ static void expect(const char *rec, enum dkd_reason reason, const char *want)
     dkd_key_unref(k);
 }
 
-static char *fmt(const char *f, ...)
+__attribute__((format(printf, 1, 2))) static char *fmt(const char *f, ...)
 {
     static char out[8192];
     va_list ap;
