@@ -272,6 +272,8 @@ static char *make_name(reader *r, const token *t, bool need_origin)
                 buf_put(&b, r->origin, strlen(r->origin));
             }
         } else if (need_origin) {
+            /* Records need an origin; directive names (our own syntax, read by people
+             * writing test zones) are taken as written when there is none. */
             free(b.ptr);
             fail(r, "relative name '%.*s' and no $ORIGIN", (int)(s.len > 64 ? 64 : s.len),
                  (const char *)s.ptr);
