@@ -374,13 +374,13 @@ dkd_key *dkd_key_from_record(const uint8_t *txt, size_t len)
     case DKD_TAGLIST_OK:
         break;
     case DKD_TAGLIST_SYNTAX:
-        set_fail(key, DKD_REASON_KEY_SYNTAX, "key record syntax error at byte %zu: %s",
-                 tl.err_off, tl.err != NULL ? tl.err : "malformed tag list");
+        set_fail(key, DKD_REASON_KEY_SYNTAX, "key record syntax error at byte %zu: %s", tl.err_off,
+                 tl.err != NULL ? tl.err : "malformed tag list");
         return key;
     case DKD_TAGLIST_DUPLICATE: {
         char buf[48];
-        set_fail(key, DKD_REASON_KEY_SYNTAX, "key record repeats tag %s=",
-                 printable(tl.dup, buf, sizeof buf));
+        set_fail(key, DKD_REASON_KEY_SYNTAX,
+                 "key record repeats tag %s=", printable(tl.dup, buf, sizeof buf));
         return key;
     }
     default:

@@ -97,9 +97,9 @@ struct dkd_zone {
 /* ---- the reader ---- */
 
 typedef struct token {
-    buf text;        /* decoded bytes */
-    bool quoted;     /* a "..." string */
-    bool abs;        /* a word ending in an unescaped dot */
+    buf text;    /* decoded bytes */
+    bool quoted; /* a "..." string */
+    bool abs;    /* a word ending in an unescaped dot */
 } token;
 
 typedef struct reader {
@@ -220,8 +220,8 @@ static void read_quoted(reader *r, token *t)
 
 static bool is_delim(uint8_t c)
 {
-    return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == ';' || c == '(' ||
-           c == ')' || c == '"';
+    return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == ';' || c == '(' || c == ')' ||
+           c == '"';
 }
 
 static void read_word(reader *r, token *t)
@@ -376,8 +376,7 @@ static bool tok_is_ttl(const token *t)
     }
     for (size_t i = 0; i < t->text.len; i++) {
         uint8_t c = dkd__lower(t->text.ptr[i]);
-        if (!((c >= '0' && c <= '9') || c == 's' || c == 'm' || c == 'h' || c == 'd' ||
-              c == 'w')) {
+        if (!((c >= '0' && c <= '9') || c == 's' || c == 'm' || c == 'h' || c == 'd' || c == 'w')) {
             return false;
         }
     }
@@ -487,7 +486,7 @@ static void entry(reader *r, bool blank_owner)
 /* read_all splits the file into logical lines of tokens and hands each to entry(). */
 static void read_all(reader *r)
 {
-    int depth = 0;      /* open parentheses */
+    int depth = 0; /* open parentheses */
     bool at_start = true;
     bool blank_owner = false;
     size_t paren_line = 0;
@@ -577,7 +576,7 @@ static void failure_detail(char *out, size_t cap, const char *what, const char *
  */
 static dkd_key *answer(const rec *recs, size_t n)
 {
-    char detail[sizeof ((dkd_key *)0)->detail];
+    char detail[sizeof((dkd_key *)0)->detail];
     for (size_t i = 0; i < n; i++) {
         if (recs[i].kind == ENTRY_SERVFAIL) {
             failure_detail(detail, sizeof detail, "SERVFAIL", recs[i].name);
@@ -674,8 +673,8 @@ dkd_zone *dkd_zone_load(const char *path, char *err, size_t err_len)
         snprintf(err, err_len, "%s:0: cannot read: %s", path, strerror(errno));
         return NULL;
     }
-    reader r = {.path = path, .p = data, .end = data + len, .line = 1, .err = err,
-                .err_len = err_len};
+    reader r = {
+        .path = path, .p = data, .end = data + len, .line = 1, .err = err, .err_len = err_len};
     read_all(&r);
     dkd_zone *z = NULL;
     if (!r.failed) {
@@ -749,7 +748,7 @@ static int zone_lookup(void *impl, const char *qname, dkd_key_done_fn done, void
             hi = mid;
         }
     }
-    char detail[sizeof ((dkd_key *)0)->detail];
+    char detail[sizeof((dkd_key *)0)->detail];
     snprintf(detail, sizeof detail, "NXDOMAIN: no record at %.*s", (int)(qlen > 120 ? 120 : qlen),
              qname);
     dkd_key *k = dkd_key_from_failure(DKD_REASON_KEY_NOT_FOUND, detail);

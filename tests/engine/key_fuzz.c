@@ -20,18 +20,17 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define CHECK(cond)                                                                         \
-    do {                                                                                    \
-        if (!(cond)) {                                                                      \
-            abort();                                                                        \
-        }                                                                                   \
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            abort();                                                                               \
+        }                                                                                          \
     } while (0)
 
 static bool record_reason(enum dkd_reason r)
 {
     return r == DKD_REASON_OK || r == DKD_REASON_KEY_SYNTAX || r == DKD_REASON_KEY_VERSION ||
-           r == DKD_REASON_KEY_TYPE || r == DKD_REASON_KEY_SERVICE ||
-           r == DKD_REASON_KEY_REVOKED;
+           r == DKD_REASON_KEY_TYPE || r == DKD_REASON_KEY_SERVICE || r == DKD_REASON_KEY_REVOKED;
 }
 
 static void check_detail(const dkd_key *k)

@@ -31,7 +31,8 @@ static const char rfc6376_p[] =
 /* go-msgauth dnsRawRSAPublicKey: a bare PKCS#1 RSAPublicKey (1024 bits). */
 static const char pkcs1_p[] =
     "MIGJAoGBALVI635dLK4cJJAH3Lx6upo3X/Lm1tQz3mezcWTA3BUBnyIsdnRf57aD5BtNmhPrYYDlWlzw3UgnKisIxktk"
-    "k5+iMQMlFtAS10JB8L3YadXNJY+JBcbeSi5TgJe4WFzNgW95FWDAuSTRXSWZfA/8xjflbTLDx0euFZOM7C4T0GwLAgMBAAE=";
+    "k5+iMQMlFtAS10JB8L3YadXNJY+JBcbeSi5TgJe4WFzNgW95FWDAuSTRXSWZfA/8xjflbTLDx0euFZOM7C4T0GwL"
+    "AgMBAAE=";
 /* RFC 8463 A.2 ed25519 key. */
 static const char ed_p[] = "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=";
 /* mail-dkim's invalid._domainkey.wander.science: an ed25519 SPKI (44 bytes), not raw. */
@@ -221,8 +222,7 @@ static void test_syntax(void **state)
            "key record syntax error at byte 8: missing");
     /* mail-dkim 2023-05-ed25519-empty: the record is two quote characters */
     expect("\"\"", DKD_REASON_KEY_SYNTAX, "key record syntax error at byte 0");
-    expect(fmt("p=%s; k=rsa; p=%s", rfc6376_p, rfc6376_p), DKD_REASON_KEY_SYNTAX,
-           "repeats tag p=");
+    expect(fmt("p=%s; k=rsa; p=%s", rfc6376_p, rfc6376_p), DKD_REASON_KEY_SYNTAX, "repeats tag p=");
     expect(fmt("k=rsa;; p=%s", rfc6376_p), DKD_REASON_KEY_SYNTAX, "syntax error");
     expect("v=DKIM1; k=rsa", DKD_REASON_KEY_SYNTAX, "missing tag p=");
     expect("v=DKIM1", DKD_REASON_KEY_SYNTAX, "missing tag p=");
@@ -334,8 +334,7 @@ static void test_p(void **state)
            "ocVBq6Za/PlzfV+Py92VaCak19F4WrbVTK5Gg5tW220MCAwEAAQ==",
            DKD_REASON_KEY_SYNTAX, "tag p: invalid base64");
     /* Unknown tags are ignored. */
-    expect(fmt("v=DKIM1; g=*; n=send%%20comments; x1=extra; p=%s", rfc6376_p), DKD_REASON_OK,
-           NULL);
+    expect(fmt("v=DKIM1; g=*; n=send%%20comments; x1=extra; p=%s", rfc6376_p), DKD_REASON_OK, NULL);
 }
 
 /* Every prefix of a good DER key, and the key plus a trailing byte, must fail cleanly. */
@@ -360,8 +359,7 @@ static void test_truncated_der(void **state)
     expect(fmt("p=%s", b64(buf, n + 1)), DKD_REASON_KEY_SYNTAX, "not an RSA public key");
 
     /* PKCS#1 with a negative modulus (high bit set, no leading zero). */
-    static const uint8_t neg[] = {0x30, 0x08, 0x02, 0x03, 0x80, 0x00, 0x01,
-                                  0x02, 0x01, 0x03};
+    static const uint8_t neg[] = {0x30, 0x08, 0x02, 0x03, 0x80, 0x00, 0x01, 0x02, 0x01, 0x03};
     expect(fmt("p=%s", b64(neg, sizeof neg)), DKD_REASON_KEY_SYNTAX, "not an RSA");
     /* A zero modulus. */
     static const uint8_t zero[] = {0x30, 0x06, 0x02, 0x01, 0x00, 0x02, 0x01, 0x03};

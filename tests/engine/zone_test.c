@@ -24,7 +24,7 @@ static const char *shared;
 
 /* RFC 8463 A.2 ed25519 key and RFC 6376 C.2 RSA key, for synthetic zones. */
 #define ED_P "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="
-#define RSA_P                                                                                  \
+#define RSA_P                                                                                      \
     "MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQDwIRP/UC3SBsEmGqZ9ZJW3/DkMoGeLnQg1fWn7/zYtIxN2SnFCjxOC" \
     "KG9v3b4jYfcTNh5ijSsq631uBItLa7od+v/RtdC2UzJ1lWT947qR+Rcac2gbto/NMqJ0fzfVjH4OuKhitdY9tf6mcwGj" \
     "aNBcWToIMmPSPDdQPNUYckcQ2QIDAQAB"
@@ -164,8 +164,8 @@ static void test_mail_dkim_directives_and_records(void **state)
            "test3._domainkey.blackhole.messiah.edu");
     expect(z, "test3._domainkey.blackhole2.messiah.edu", DKD_REASON_DNS_ERROR,
            "SERVFAIL for test3._domainkey.blackhole2.messiah.edu");
-    expect(z, "2023-05-ed25519-does-not-exist._domainkey.wander.science",
-           DKD_REASON_KEY_NOT_FOUND, "NXDOMAIN");
+    expect(z, "2023-05-ed25519-does-not-exist._domainkey.wander.science", DKD_REASON_KEY_NOT_FOUND,
+           "NXDOMAIN");
 
     expect(z, "testrevoked._domainkey.messiah.edu", DKD_REASON_KEY_REVOKED, NULL);
     expect(z, "testbad1._domainkey.messiah.edu", DKD_REASON_KEY_VERSION, "DKIM3");
@@ -174,8 +174,7 @@ static void test_mail_dkim_directives_and_records(void **state)
     expect(z, "testbad4._domainkey.messiah.edu", DKD_REASON_KEY_SERVICE, "chat");
     expect(z, "invalid._domainkey.wander.science", DKD_REASON_KEY_SYNTAX, "got 44");
     /* The record is the two characters "" (escaped quotes in the file). */
-    expect(z, "2023-05-ed25519-empty._domainkey.wander.science", DKD_REASON_KEY_SYNTAX,
-           "byte 0");
+    expect(z, "2023-05-ed25519-empty._domainkey.wander.science", DKD_REASON_KEY_SYNTAX, "byte 0");
     expect(z, "2023-05-ed25519._domainkey.wander.science", DKD_REASON_OK, NULL);
 
     /* Case-insensitive, with or without a trailing dot. */
@@ -237,28 +236,28 @@ static void load_err(const char *text, unsigned line, const char *want)
 static void test_syntax_forms(void **state)
 {
     (void)state;
-    dkd_zone *z = load_ok("$TTL 1h\n"
-                          "$ORIGIN Example.COM.\n"
-                          "; relative owner, class before TTL\n"
-                          "a._domainkey IN 300 TXT \"v=DKIM1; k=ed25519; p=" ED_P "\"\n"
-                          "; TTL before class, strings split and spread over lines\n"
-                          "b._domainkey 300 IN TXT ( \"v=DKIM1; k=rsa; \" ; a comment\n"
-                          "    \"p=" RSA_P "\"\n"
-                          "    )\n"
-                          "; neither TTL nor class; a quoted string then an unquoted word\n"
-                          "c._domainkey TXT \"k=ed25519;\" p=" ED_P "\n"
-                          "; escapes inside a string: \\\" \\\\ \\DDD\n"
-                          "d._domainkey TXT \"v=DKIM1; k=\\101d25519; n=\\\"\\\\\\\"; p=" ED_P
-                          "\"\n"
-                          "; the apex, a non-TXT record, a blank-owner continuation\n"
-                          "@ IN MX 10 mail\n"
-                          "e._domainkey.other.org. 60 IN A 192.0.2.1\n"
-                          "\t60 IN TXT \"k=ed25519; p=" ED_P "\"\n"
-                          "$ORIGIN sub\n"
-                          "f._domainkey TXT \"k=ed25519; p=" ED_P "\"\n"
-                          "; @servfail g._domainkey.example.com.\n"
-                          "; @timeout h._domainkey\n"
-                          "no-newline-at-end._domainkey TXT \"k=ed25519; p=" ED_P "\"");
+    dkd_zone *z =
+        load_ok("$TTL 1h\n"
+                "$ORIGIN Example.COM.\n"
+                "; relative owner, class before TTL\n"
+                "a._domainkey IN 300 TXT \"v=DKIM1; k=ed25519; p=" ED_P "\"\n"
+                "; TTL before class, strings split and spread over lines\n"
+                "b._domainkey 300 IN TXT ( \"v=DKIM1; k=rsa; \" ; a comment\n"
+                "    \"p=" RSA_P "\"\n"
+                "    )\n"
+                "; neither TTL nor class; a quoted string then an unquoted word\n"
+                "c._domainkey TXT \"k=ed25519;\" p=" ED_P "\n"
+                "; escapes inside a string: \\\" \\\\ \\DDD\n"
+                "d._domainkey TXT \"v=DKIM1; k=\\101d25519; n=\\\"\\\\\\\"; p=" ED_P "\"\n"
+                "; the apex, a non-TXT record, a blank-owner continuation\n"
+                "@ IN MX 10 mail\n"
+                "e._domainkey.other.org. 60 IN A 192.0.2.1\n"
+                "\t60 IN TXT \"k=ed25519; p=" ED_P "\"\n"
+                "$ORIGIN sub\n"
+                "f._domainkey TXT \"k=ed25519; p=" ED_P "\"\n"
+                "; @servfail g._domainkey.example.com.\n"
+                "; @timeout h._domainkey\n"
+                "no-newline-at-end._domainkey TXT \"k=ed25519; p=" ED_P "\"");
     expect(z, "a._domainkey.example.com", DKD_REASON_OK, NULL);
     dkd_key *k = lookup(z, "b._domainkey.example.com");
     assert_int_equal(dkd_key_reason(k), DKD_REASON_OK);
