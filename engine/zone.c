@@ -613,7 +613,9 @@ static dkd_key *answer(const rec *recs, size_t n)
 
 static bool build(dkd_zone *z, rec *recs, size_t n)
 {
-    qsort(recs, n, sizeof *recs, rec_cmp);
+    if (n > 0) { /* an empty zone has no array: qsort(NULL, 0) is undefined */
+        qsort(recs, n, sizeof *recs, rec_cmp);
+    }
     z->names = calloc(n ? n : 1, sizeof *z->names);
     if (z->names == NULL) {
         return false;
