@@ -489,6 +489,50 @@ static void test_partial_body_policy(void **state)
     dkd_zone_free(zone);
 }
 
+/* RFC 6376 Appendix A.2 and RFC 8463 Appendix A.3, with exactly the RFCs' keys. */
+static void test_rfc_examples(void **state)
+{
+    (void)state;
+    char zpath[2048], err[256];
+    snprintf(zpath, sizeof zpath, "%s/conformance/rfc-examples/keys.zone", shared_dir);
+    dkd_zone *zone = dkd_zone_load(zpath, err, sizeof err);
+    if (zone == NULL) {
+        skip();
+    }
+    static const struct {
+        const char *file;
+        size_t sigs;
+        const char *alg[2];
+    } cases[] = {
+        {"rfc6376-appendix-a2.eml", 1, {"rsa-sha256", NULL}},
+        {"rfc8463-appendix-a3.eml", 2, {"ed25519-sha256", "rsa-sha256"}},
+    };
+    dkd_engine *eng = dkd_engine_new(NULL);
+    dkd_msg *m = dkd_msg_new(eng);
+    dkd_keysrc src = dkd_zone_keysrc(zone);
+    for (size_t c = 0; c < 2; c++) {
+        char path[2048];
+        snprintf(path, sizeof path, "%s/conformance/rfc-examples/messages/%s", shared_dir,
+                 cases[c].file);
+        size_t len;
+        uint8_t *msg = slurp(path, &len);
+        assert_non_null(msg);
+        assert_int_equal(dkd_verify_message(m, &src, msg, len), 0);
+        size_t n;
+        const dkd_sig_result *r = dkd_msg_results(m, &n);
+        assert_int_equal(n, cases[c].sigs);
+        for (size_t i = 0; i < n; i++) {
+            assert_int_equal(r[i].result, DKD_RESULT_PASS);
+            assert_string_equal(r[i].a, cases[c].alg[i]);
+        }
+        dkd_msg_reset(m);
+        free(msg);
+    }
+    dkd_msg_free(m);
+    dkd_engine_free(eng);
+    dkd_zone_free(zone);
+}
+
 /* Garbage never crashes and never passes. */
 static void test_garbage_input(void **state)
 {
@@ -529,6 +573,7 @@ int main(void)
         cmocka_unit_test(test_chunking_never_changes_results),
         cmocka_unit_test(test_expiry_uses_injected_clock),
         cmocka_unit_test(test_partial_body_policy),
+        cmocka_unit_test(test_rfc_examples),
         cmocka_unit_test(test_garbage_input),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
