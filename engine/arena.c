@@ -3,7 +3,7 @@
  *
  * Workload: a few hundred small allocations per message (decoded tags, result strings),
  * all freed together when the message is answered. Blocks double in size from 4 KiB so
- * a large header block costs a handful of mallocs, and the first block survives resets.
+ * a large header block costs a handful of mallocs, and one block survives resets.
  */
 #include "arena.h"
 
@@ -16,7 +16,7 @@ struct dkd_arena_block {
     max_align_t data[];
 };
 
-enum { ARENA_FIRST_BLOCK = 4096, ARENA_ALIGN = 16 };
+enum { ARENA_FIRST_BLOCK = 4096, ARENA_ALIGN = 16, ARENA_KEEP_MAX = 256 * 1024 };
 
 void dkd__arena_init(dkd_arena *a, size_t cap)
 {
@@ -83,19 +83,29 @@ char *dkd__arena_strndup(dkd_arena *a, const void *p, size_t n)
 
 void dkd__arena_reset(dkd_arena *a)
 {
-    dkd_arena_block *b = a->head;
-    if (b == NULL) {
-        return;
+    /* Keep one block, the largest up to ARENA_KEEP_MAX: a reused message state then
+     * needs no malloc for a typical message, while one outlier (a huge header block)
+     * does not pin its memory for good. */
+    dkd_arena_block *keep = NULL;
+    for (dkd_arena_block *b = a->head; b != NULL; b = b->next) {
+        if (b->size <= ARENA_KEEP_MAX && (keep == NULL || b->size > keep->size)) {
+            keep = b;
+        }
     }
-    /* Keep the oldest (first, smallest) block: the steady state of a reused message. */
-    while (b->next != NULL) {
+    dkd_arena_block *b = a->head;
+    while (b != NULL) {
         dkd_arena_block *next = b->next;
-        a->total -= b->size;
-        free(b);
+        if (b != keep) {
+            free(b);
+        }
         b = next;
     }
-    a->head = b;
+    a->head = keep;
+    a->total = keep ? keep->size : 0;
     a->used = 0;
+    if (keep != NULL) {
+        keep->next = NULL;
+    }
 }
 
 void dkd__arena_destroy(dkd_arena *a)

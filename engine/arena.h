@@ -4,8 +4,8 @@
  * Each in-flight message owns one arena; everything the message needs beyond the
  * header block it borrowed (decoded signatures, result strings, the folded
  * Authentication-Results) is carved from it, and dkd__arena_reset frees it all at once.
- * The first block is kept across resets so a worker reusing a dkd_msg allocates
- * nothing in the steady state. A hard cap turns hostile input into DKD_ERR_NOMEM
+ * One block (the largest up to 256 KiB) is kept across resets so a worker reusing a
+ * dkd_msg allocates nothing in the steady state. A hard cap turns hostile input into DKD_ERR_NOMEM
  * instead of unbounded growth.
  */
 #ifndef DKD_ARENA_H
@@ -32,7 +32,7 @@ void *dkd__arena_alloc(dkd_arena *a, size_t n);
 /* dkd__arena_strndup copies n bytes and a NUL; NULL on failure. */
 char *dkd__arena_strndup(dkd_arena *a, const void *p, size_t n);
 
-/* dkd__arena_reset frees everything but the first block. */
+/* dkd__arena_reset frees everything but one block kept for reuse. */
 void dkd__arena_reset(dkd_arena *a);
 
 /* dkd__arena_destroy frees every block. */

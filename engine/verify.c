@@ -284,7 +284,17 @@ static EVP_MD_CTX *pool_md(dkd_msg *m, size_t i)
  * refusing the whole message over it would turn a cosmetic defect into a failure. */
 static int parse_fields(dkd_msg *m, dkd_span block, dkd_field **out, size_t *count)
 {
+    /* Size the index by the line count (a field takes at least one line), not by the
+     * configured maximum, so a typical message needs a few KiB of arena. */
+    size_t lines = 1;
+    for (const uint8_t *p = block.ptr, *end = block.ptr + block.len;
+         p < end && (p = memchr(p, '\n', (size_t)(end - p))) != NULL; p++) {
+        lines++;
+    }
     size_t max = m->eng->cfg.max_header_fields;
+    if (lines < max) {
+        max = lines;
+    }
     dkd_field *fields = dkd__arena_alloc(&m->arena, max * sizeof *fields);
     if (fields == NULL) {
         return DKD_ERR_NOMEM;

@@ -40,7 +40,7 @@ enum dkd_result {
     X(SIG_DUPLICATE_TAG, "sig-duplicate-tag", "DKIM-Signature repeats a tag",               \
       "fix the signer: each tag may appear once")                                            \
     X(SIG_VERSION, "sig-version", "DKIM-Signature version is not v=1",                      \
-      "upgrade the signer to RFC 6376 DKIM (v=1)")                                           \
+      "upgrade the signer to RFC 6376 DKIM, v=1")                                           \
     X(UNSUPPORTED_ALGORITHM, "unsupported-algorithm", "signing algorithm a= is unknown",    \
       "sign with rsa-sha256 or ed25519-sha256")                                              \
     X(UNSUPPORTED_CANON, "unsupported-canonicalization",                                    \
