@@ -87,11 +87,14 @@ typedef struct rec {
 typedef struct zone_name {
     char *name;
     dkd_key *key;
+    size_t first, nrecs; /* its records in dkd_zone.recs, for dkd_zone_txt */
 } zone_name;
 
 struct dkd_zone {
     zone_name *names; /* sorted by name, unique */
     size_t count;
+    rec *recs; /* every record, sorted by name then file order (raw TXT for linting) */
+    size_t nrecs;
 };
 
 /* ---- the reader ---- */
@@ -629,7 +632,7 @@ static bool build(dkd_zone *z, rec *recs, size_t n)
         if (k == NULL) {
             return false;
         }
-        z->names[z->count++] = (zone_name){recs[i].name, k};
+        z->names[z->count++] = (zone_name){recs[i].name, k, i, j - i};
         recs[i].name = NULL; /* now owned by the zone */
         i = j;
     }
@@ -685,6 +688,11 @@ dkd_zone *dkd_zone_load(const char *path, char *err, size_t err_len)
             dkd_zone_free(z);
             z = NULL;
             snprintf(err, err_len, "%s: out of memory", path);
+        } else {
+            z->recs = r.recs; /* kept for dkd_zone_txt */
+            z->nrecs = r.nrecs;
+            r.recs = NULL;
+            r.nrecs = 0;
         }
     }
     for (size_t i = 0; i < r.nrecs; i++) {
@@ -712,6 +720,11 @@ void dkd_zone_free(dkd_zone *zone)
         dkd_key_unref(zone->names[i].key);
     }
     free(zone->names);
+    for (size_t i = 0; i < zone->nrecs; i++) {
+        free(zone->recs[i].name);
+        free(zone->recs[i].txt);
+    }
+    free(zone->recs);
     free(zone);
 }
 
@@ -729,6 +742,25 @@ static int name_cmp(const char *stored, const char *qname, size_t qlen)
     return stored[i] != '\0';
 }
 
+/* find_name returns the entry for qname (qlen bytes), or NULL. */
+static const zone_name *find_name(const dkd_zone *z, const char *qname, size_t qlen)
+{
+    size_t lo = 0, hi = z->count;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = name_cmp(z->names[mid].name, qname, qlen);
+        if (c == 0) {
+            return &z->names[mid];
+        }
+        if (c < 0) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    return NULL;
+}
+
 static int zone_lookup(void *impl, const char *qname, dkd_key_done_fn done, void *done_arg)
 {
     const dkd_zone *z = impl;
@@ -736,19 +768,10 @@ static int zone_lookup(void *impl, const char *qname, dkd_key_done_fn done, void
     if (qlen > 0 && qname[qlen - 1] == '.') {
         qlen--; /* an absolute name means the same here */
     }
-    size_t lo = 0, hi = z->count;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        int c = name_cmp(z->names[mid].name, qname, qlen);
-        if (c == 0) {
-            done(done_arg, dkd_key_ref(z->names[mid].key));
-            return 0;
-        }
-        if (c < 0) {
-            lo = mid + 1;
-        } else {
-            hi = mid;
-        }
+    const zone_name *zn = find_name(z, qname, qlen);
+    if (zn != NULL) {
+        done(done_arg, dkd_key_ref(zn->key));
+        return 0;
     }
     char detail[sizeof((dkd_key *)0)->detail];
     snprintf(detail, sizeof detail, "NXDOMAIN: no record at %.*s", (int)(qlen > 120 ? 120 : qlen),
@@ -764,4 +787,34 @@ static int zone_lookup(void *impl, const char *qname, dkd_key_done_fn done, void
 dkd_keysrc dkd_zone_keysrc(dkd_zone *zone)
 {
     return (dkd_keysrc){zone_lookup, zone};
+}
+
+enum dkd_reason dkd_zone_txt(const dkd_zone *zone, const char *qname, dkd_zone_txt_fn each,
+                             void *arg)
+{
+    size_t qlen = strlen(qname);
+    if (qlen > 0 && qname[qlen - 1] == '.') {
+        qlen--;
+    }
+    const zone_name *zn = find_name(zone, qname, qlen);
+    if (zn == NULL) {
+        return DKD_REASON_KEY_NOT_FOUND;
+    }
+    const rec *recs = zone->recs + zn->first;
+    /* A directive decides the answer, as in answer(). */
+    for (size_t i = 0; i < zn->nrecs; i++) {
+        if (recs[i].kind == ENTRY_SERVFAIL) {
+            return DKD_REASON_DNS_ERROR;
+        }
+        if (recs[i].kind == ENTRY_TIMEOUT) {
+            return DKD_REASON_DNS_TIMEOUT;
+        }
+        if (recs[i].kind == ENTRY_NXDOMAIN) {
+            return DKD_REASON_KEY_NOT_FOUND;
+        }
+    }
+    for (size_t i = 0; i < zn->nrecs; i++) {
+        each(arg, recs[i].txt, recs[i].txt_len);
+    }
+    return DKD_REASON_OK;
 }

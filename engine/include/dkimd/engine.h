@@ -222,6 +222,15 @@ void dkd_zone_free(dkd_zone *zone);
 /* dkd_zone_keysrc returns a key source answering synchronously from zone. */
 dkd_keysrc dkd_zone_keysrc(dkd_zone *zone);
 
+/*
+ * dkd_zone_txt calls each once per TXT record at qname (strings concatenated), in file
+ * order, for tools that lint records. Returns DKD_REASON_OK when the name has records,
+ * KEY_NOT_FOUND when it has none, DNS_ERROR or DNS_TIMEOUT for a directive.
+ */
+typedef void (*dkd_zone_txt_fn)(void *arg, const uint8_t *txt, size_t len);
+enum dkd_reason dkd_zone_txt(const dkd_zone *zone, const char *qname, dkd_zone_txt_fn each,
+                             void *arg);
+
 #ifdef __cplusplus
 }
 #endif
