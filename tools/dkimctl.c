@@ -61,12 +61,67 @@ int main(int argc, char **argv)
     return DKIMCTL_USAGE;
 }
 
+static uint8_t *read_stream(FILE *f, size_t *len);
+
 uint8_t *read_file(const char *path, size_t *len)
 {
     FILE *f = fopen(path, "rb");
     if (f == NULL) {
         return NULL;
     }
+    uint8_t *buf = read_stream(f, len);
+    fclose(f);
+    return buf;
+}
+
+uint8_t *dkimctl_read_stdin(size_t *len)
+{
+    return read_stream(stdin, len);
+}
+
+bool dkimctl_parse_uint(const char *s, unsigned long long max, unsigned long long *out)
+{
+    if (s[0] < '0' || s[0] > '9') {
+        return false;
+    }
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno != 0 || *end != '\0' || v > max) {
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+bool dkimctl_name_valid(const char *s)
+{
+    size_t n = strlen(s), label = 0;
+    if (n == 0 || n > 253) {
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (c == '.') {
+            if (label == 0) {
+                return false;
+            }
+            label = 0;
+        } else if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                   c == '-' || c == '_') {
+            if (++label > 63) {
+                return false;
+            }
+        } else {
+            return false;
+        }
+    }
+    return label > 0;
+}
+
+/* read_stream reads f to its end into a malloc'd buffer (the caller closes f). */
+static uint8_t *read_stream(FILE *f, size_t *len)
+{
     size_t cap = 1 << 16, n = 0;
     uint8_t *buf = malloc(cap);
     while (buf != NULL) {
@@ -92,7 +147,6 @@ uint8_t *read_file(const char *path, size_t *len)
         buf = NULL;
         errno = EIO;
     }
-    fclose(f);
     *len = n;
     return buf;
 }
