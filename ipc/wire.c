@@ -1,0 +1,687 @@
+/*
+ * wire.c - the reference codec of the dkimd wire protocol (ipc/PROTOCOL.md).
+ *
+ * Pure functions over spans and byte builders: no I/O, no globals, no allocation when
+ * decoding. The daemon decodes every frame a client sends with it, so every length read
+ * from the wire is checked against the bytes actually there before use, and decoding is
+ * exact (no trailing bytes), which lets the fuzz target check decode -> encode == input.
+ *
+ * Workload: one or a few small frames per message (the message itself is borrowed, never
+ * copied by the codec); RESULT encoding of up to max_signatures records.
+ */
+#include "wire.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- reading: consuming getters over a span (unchanged on failure) ---- */
+
+static bool get_u8(dkd_span *s, uint8_t *out)
+{
+    if (s->len < 1) {
+        return false;
+    }
+    *out = s->ptr[0];
+    s->ptr++;
+    s->len--;
+    return true;
+}
+
+static bool get_u16(dkd_span *s, uint16_t *out)
+{
+    if (s->len < 2) {
+        return false;
+    }
+    *out = (uint16_t)((unsigned)s->ptr[0] << 8 | s->ptr[1]);
+    s->ptr += 2;
+    s->len -= 2;
+    return true;
+}
+
+static uint32_t load_u32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static bool get_u32(dkd_span *s, uint32_t *out)
+{
+    if (s->len < 4) {
+        return false;
+    }
+    *out = load_u32(s->ptr);
+    s->ptr += 4;
+    s->len -= 4;
+    return true;
+}
+
+static bool get_u64(dkd_span *s, uint64_t *out)
+{
+    if (s->len < 8) {
+        return false;
+    }
+    *out = (uint64_t)load_u32(s->ptr) << 32 | load_u32(s->ptr + 4);
+    s->ptr += 8;
+    s->len -= 8;
+    return true;
+}
+
+static bool get_bytes(dkd_span *s, size_t n, dkd_span *out)
+{
+    if (s->len < n) {
+        return false;
+    }
+    *out = dkd__span(s->ptr, n);
+    s->ptr += n;
+    s->len -= n;
+    return true;
+}
+
+/* Strings are NUL-free so a receiver can hand them out as C strings without loss. */
+static bool no_nul(dkd_span v)
+{
+    return v.len == 0 || memchr(v.ptr, 0, v.len) == NULL;
+}
+
+static bool get_str8(dkd_span *s, dkd_span *out)
+{
+    dkd_span save = *s;
+    uint8_t n;
+    if (!get_u8(s, &n) || !get_bytes(s, n, out) || !no_nul(*out)) {
+        *s = save;
+        return false;
+    }
+    return true;
+}
+
+static bool get_str16(dkd_span *s, dkd_span *out)
+{
+    dkd_span save = *s;
+    uint16_t n;
+    if (!get_u16(s, &n) || !get_bytes(s, n, out) || !no_nul(*out)) {
+        *s = save;
+        return false;
+    }
+    return true;
+}
+
+/* ---- frames ---- */
+
+bool dkd_wire_header_decode(dkd_span in, dkd_wire_header *hdr)
+{
+    if (in.len < DKD_WIRE_HEADER_LEN) {
+        return false;
+    }
+    dkd_span s = in;
+    /* Cannot fail: 12 bytes were checked above. */
+    get_u8(&s, &hdr->version);
+    get_u8(&s, &hdr->type);
+    get_u16(&s, &hdr->flags);
+    get_u32(&s, &hdr->request_id);
+    get_u32(&s, &hdr->payload_len);
+    return true;
+}
+
+int dkd_wire_frame_split(dkd_span *in, uint8_t expect_version, uint32_t max_payload,
+                         dkd_wire_header *hdr, dkd_span *payload)
+{
+    if (!dkd_wire_header_decode(*in, hdr)) {
+        return 0;
+    }
+    /* Decided on the header alone: a receiver must not wait for (or buffer) a payload
+     * it is going to refuse anyway. */
+    if (expect_version != 0 && hdr->version != expect_version) {
+        return DKD_WIRE_ERR_VERSION;
+    }
+    if (hdr->payload_len > max_payload) {
+        return DKD_WIRE_ERR_TOO_LARGE;
+    }
+    if (in->len - DKD_WIRE_HEADER_LEN < hdr->payload_len) {
+        return 0;
+    }
+    *payload = dkd__span(in->ptr + DKD_WIRE_HEADER_LEN, hdr->payload_len);
+    in->ptr += DKD_WIRE_HEADER_LEN + (size_t)hdr->payload_len;
+    in->len -= DKD_WIRE_HEADER_LEN + (size_t)hdr->payload_len;
+    return 1;
+}
+
+/* ---- payload decoders ---- */
+
+int dkd_wire_decode_hello(dkd_span p, dkd_wire_hello *out)
+{
+    if (!get_u8(&p, &out->min_version) || !get_u8(&p, &out->max_version) ||
+        !get_str8(&p, &out->client_name) || p.len != 0) {
+        return DKD_WIRE_ERR_MALFORMED;
+    }
+    if (out->min_version < 1 || out->max_version < out->min_version) {
+        return DKD_WIRE_ERR_MALFORMED;
+    }
+    return 0;
+}
+
+int dkd_wire_decode_hello_ok(dkd_span p, dkd_wire_hello_ok *out)
+{
+    dkd_span reserved;
+    if (!get_u8(&p, &out->version) || !get_bytes(&p, 3, &reserved) ||
+        !get_u32(&p, &out->max_frame) || !get_u64(&p, &out->max_message) ||
+        !get_u32(&p, &out->max_header_block) || !get_u32(&p, &out->max_inflight) ||
+        !get_u32(&p, &out->max_chunk) || !get_str8(&p, &out->server_name) || p.len != 0) {
+        return DKD_WIRE_ERR_MALFORMED;
+    }
+    /* The reserved bytes must be zero so that a later version may give them meaning. */
+    if (reserved.ptr[0] | reserved.ptr[1] | reserved.ptr[2]) {
+        return DKD_WIRE_ERR_MALFORMED;
+    }
+    if (out->version < 1 || out->max_frame < DKD_WIRE_PRE_HELLO_MAX || out->max_inflight < 1 ||
+        out->max_chunk < 1 || out->max_chunk > out->max_frame) {
+        return DKD_WIRE_ERR_MALFORMED;
+    }
+    return 0;
+}
+
+static bool authserv_ok(dkd_span v)
+{
+    if (v.len < 1 || v.len > DKD_WIRE_MAX_AUTHSERV) {
+        return false;
+    }
+    /* Printable ASCII without space: it is pasted into a header field. */
+    for (size_t i = 0; i < v.len; i++) {
+        if (v.ptr[i] < 0x21 || v.ptr[i] > 0x7E) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static int decode_opts(dkd_span block, dkd_wire_verify_opts *o)
+{
+    *o = (dkd_wire_verify_opts){0};
+    unsigned last_tag = 0;
+    while (block.len > 0) {
+        uint8_t tag;
+        uint16_t n;
+        dkd_span v;
+        if (!get_u8(&block, &tag) || !get_u16(&block, &n) || !get_bytes(&block, n, &v)) {
+            return DKD_WIRE_ERR_MALFORMED;
+        }
+        /* Ascending order, each tag once: one encoding per option set, so decoding is
+         * exact and the fuzz round trip holds byte for byte. */
+        if (tag <= last_tag) {
+            return DKD_WIRE_ERR_MALFORMED;
+        }
+        last_tag = tag;
+        if (tag == DKD_WIRE_OPT_AUTHSERV_ID) {
+            if (!authserv_ok(v)) {
+                return DKD_WIRE_ERR_MALFORMED;
+            }
+            o->has_authserv_id = true;
+            o->authserv_id = v;
+        } else if (tag == DKD_WIRE_OPT_TIME) {
+            uint64_t t;
+            if (v.len != 8 || !get_u64(&v, &t)) {
+                return DKD_WIRE_ERR_MALFORMED;
+            }
+            o->has_time = true;
+            o->time = (int64_t)t; /* two's complement on every platform we build for */
+        } else {
+            return DKD_WIRE_ERR_MALFORMED;
+        }
+    }
+    return 0;
+}
+
+int dkd_wire_decode_verify(dkd_span p, dkd_wire_verify *out)
+{
+    uint16_t opt_len;
+    dkd_span block;
+    if (!get_u16(&p, &opt_len) || !get_bytes(&p, opt_len, &block)) {
+        return DKD_WIRE_ERR_MALFORMED;
+    }
+    int rc = decode_opts(block, &out->opts);
+    if (rc != 0) {
+        return rc;
+    }
+    out->data = p;
+    return 0;
+}
+
+/* Fixed part of a RESULT signature record: result, dnssec, reason, flags, key_bits,
+ * body_signed, body_total. */
+enum { SIG_FIXED_LEN = 1 + 1 + 2 + 2 + 4 + 8 + 8 };
+
+bool dkd_wire_sig_next(dkd_span *cursor, dkd_wire_sig *o)
+{
+    dkd_span s = *cursor;
+    if (!get_u8(&s, &o->result) || !get_u8(&s, &o->dnssec) || !get_u16(&s, &o->reason) ||
+        !get_u16(&s, &o->flags) || !get_u32(&s, &o->key_bits) ||
+        !get_u64(&s, &o->body_signed) || !get_u64(&s, &o->body_total) ||
+        !get_str16(&s, &o->explanation) || !get_str16(&s, &o->detail) ||
+        !get_str16(&s, &o->d) || !get_str16(&s, &o->s) || !get_str16(&s, &o->i) ||
+        !get_str16(&s, &o->a) || !get_str16(&s, &o->b_prefix)) {
+        return false;
+    }
+    if (o->result > DKD_RESULT_TEMPERROR || o->dnssec > DKD_WIRE_DNSSEC_BOGUS ||
+        (o->flags & ~(unsigned)(DKD_WIRE_SIG_TESTING | DKD_WIRE_SIG_HAS_L)) != 0) {
+        return false;
+    }
+    *cursor = s;
+    return true;
+}
+
+int dkd_wire_decode_result(dkd_span p, dkd_wire_result *out)
+{
+    if (!get_u16(&p, &out->nsigs)) {
+        return DKD_WIRE_ERR_MALFORMED;
+    }
+    /* Walk every record now so that consumers iterating later cannot meet a bad one. */
+    const uint8_t *start = p.ptr;
+    for (unsigned k = 0; k < out->nsigs; k++) {
+        dkd_wire_sig sig;
+        if (!dkd_wire_sig_next(&p, &sig)) {
+            return DKD_WIRE_ERR_MALFORMED;
+        }
+    }
+    out->sigs = dkd__span(start, (size_t)(p.ptr - start));
+    uint32_t n;
+    if (!get_u32(&p, &n) || !get_bytes(&p, n, &out->authres) || !no_nul(out->authres) ||
+        p.len != 0) {
+        return DKD_WIRE_ERR_MALFORMED;
+    }
+    return 0;
+}
+
+static bool stat_name_ok(dkd_span n)
+{
+    if (n.len < 1) {
+        return false;
+    }
+    for (size_t i = 0; i < n.len; i++) {
+        uint8_t c = n.ptr[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '.')) {
+            return false;
+        }
+    }
+    return true;
+}
+
+bool dkd_wire_stat_next(dkd_span *cursor, dkd_wire_stat *o)
+{
+    dkd_span s = *cursor;
+    if (!get_str8(&s, &o->name) || !stat_name_ok(o->name) || !get_u64(&s, &o->value)) {
+        return false;
+    }
+    *cursor = s;
+    return true;
+}
+
+int dkd_wire_decode_stats_reply(dkd_span p, dkd_wire_stats_reply *out)
+{
+    if (!get_u16(&p, &out->count)) {
+        return DKD_WIRE_ERR_MALFORMED;
+    }
+    out->entries = p;
+    /* Uniqueness of names is the sender's promise; checking it would be quadratic in a
+     * hostile count and a duplicate harms no one. */
+    for (unsigned k = 0; k < out->count; k++) {
+        dkd_wire_stat st;
+        if (!dkd_wire_stat_next(&p, &st)) {
+            return DKD_WIRE_ERR_MALFORMED;
+        }
+    }
+    if (p.len != 0) {
+        return DKD_WIRE_ERR_MALFORMED;
+    }
+    return 0;
+}
+
+int dkd_wire_decode_error(dkd_span p, dkd_wire_error *out)
+{
+    if (!get_u16(&p, &out->code) || !get_str16(&p, &out->message) || p.len != 0) {
+        return DKD_WIRE_ERR_MALFORMED;
+    }
+    return 0;
+}
+
+enum dkd_wire_errcode dkd_wire_errcode_of(int status)
+{
+    switch (status) {
+    case DKD_WIRE_ERR_MALFORMED:
+        return DKD_WIRE_E_MALFORMED;
+    case DKD_WIRE_ERR_VERSION:
+        return DKD_WIRE_E_VERSION;
+    case DKD_WIRE_ERR_TOO_LARGE:
+        return DKD_WIRE_E_TOO_LARGE;
+    default:
+        return DKD_WIRE_E_INTERNAL;
+    }
+}
+
+const char *dkd_wire_type_name(uint8_t type)
+{
+    switch (type) {
+    case DKD_WIRE_HELLO:
+        return "HELLO";
+    case DKD_WIRE_HELLO_OK:
+        return "HELLO_OK";
+    case DKD_WIRE_VERIFY:
+        return "VERIFY";
+    case DKD_WIRE_VERIFY_BEGIN:
+        return "VERIFY_BEGIN";
+    case DKD_WIRE_VERIFY_BODY:
+        return "VERIFY_BODY";
+    case DKD_WIRE_VERIFY_END:
+        return "VERIFY_END";
+    case DKD_WIRE_RESULT:
+        return "RESULT";
+    case DKD_WIRE_STATS:
+        return "STATS";
+    case DKD_WIRE_STATS_REPLY:
+        return "STATS_REPLY";
+    case DKD_WIRE_PING:
+        return "PING";
+    case DKD_WIRE_PONG:
+        return "PONG";
+    case DKD_WIRE_ERROR:
+        return "ERROR";
+    default:
+        return "unknown";
+    }
+}
+
+const char *dkd_wire_errcode_name(uint16_t code)
+{
+    switch (code) {
+    case DKD_WIRE_E_MALFORMED:
+        return "malformed frame";
+    case DKD_WIRE_E_VERSION:
+        return "unsupported version";
+    case DKD_WIRE_E_TOO_LARGE:
+        return "too large";
+    case DKD_WIRE_E_OVERLOADED:
+        return "overloaded";
+    case DKD_WIRE_E_SHUTTING_DOWN:
+        return "shutting down";
+    case DKD_WIRE_E_UNKNOWN_REQUEST:
+        return "unknown request";
+    case DKD_WIRE_E_INTERNAL:
+        return "internal error";
+    case DKD_WIRE_E_PROTOCOL:
+        return "protocol violation";
+    default:
+        return "unknown error";
+    }
+}
+
+/* ---- the builder ---- */
+
+void dkd_wbuf_init(dkd_wbuf *b)
+{
+    *b = (dkd_wbuf){0};
+}
+
+void dkd_wbuf_init_fixed(dkd_wbuf *b, void *mem, size_t cap)
+{
+    *b = (dkd_wbuf){.ptr = mem, .cap = cap, .fixed = true};
+}
+
+void dkd_wbuf_free(dkd_wbuf *b)
+{
+    if (!b->fixed) {
+        free(b->ptr);
+    }
+    *b = (dkd_wbuf){0};
+}
+
+void dkd_wbuf_reset(dkd_wbuf *b)
+{
+    b->len = 0;
+    b->err = false;
+}
+
+int dkd_wbuf_ok(const dkd_wbuf *b)
+{
+    return b->err ? DKD_WIRE_ERR_NOMEM : 0;
+}
+
+static bool reserve(dkd_wbuf *b, size_t n)
+{
+    if (b->err) {
+        return false;
+    }
+    if (n <= b->cap - b->len) {
+        return true;
+    }
+    if (b->fixed || n > SIZE_MAX / 2 - b->len) {
+        b->err = true;
+        return false;
+    }
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap - b->len < n) {
+        cap *= 2;
+    }
+    uint8_t *p = realloc(b->ptr, cap);
+    if (p == NULL) {
+        b->err = true;
+        return false;
+    }
+    b->ptr = p;
+    b->cap = cap;
+    return true;
+}
+
+void dkd_wbuf_append(dkd_wbuf *b, const void *p, size_t n)
+{
+    if (n == 0 || !reserve(b, n)) {
+        return;
+    }
+    memcpy(b->ptr + b->len, p, n);
+    b->len += n;
+}
+
+static void put_u8(dkd_wbuf *b, uint8_t v)
+{
+    dkd_wbuf_append(b, &v, 1);
+}
+
+static void put_u16(dkd_wbuf *b, uint16_t v)
+{
+    uint8_t x[2] = {(uint8_t)(v >> 8), (uint8_t)v};
+    dkd_wbuf_append(b, x, 2);
+}
+
+static void put_u32(dkd_wbuf *b, uint32_t v)
+{
+    uint8_t x[4] = {(uint8_t)(v >> 24), (uint8_t)(v >> 16), (uint8_t)(v >> 8), (uint8_t)v};
+    dkd_wbuf_append(b, x, 4);
+}
+
+static void put_u64(dkd_wbuf *b, uint64_t v)
+{
+    put_u32(b, (uint32_t)(v >> 32));
+    put_u32(b, (uint32_t)v);
+}
+
+static void put_str8(dkd_wbuf *b, dkd_span v)
+{
+    if (v.len > UINT8_MAX) {
+        b->err = true;
+        return;
+    }
+    put_u8(b, (uint8_t)v.len);
+    dkd_wbuf_append(b, v.ptr, v.len);
+}
+
+static void put_str16(dkd_wbuf *b, dkd_span v)
+{
+    if (v.len > UINT16_MAX) {
+        b->err = true;
+        return;
+    }
+    put_u16(b, (uint16_t)v.len);
+    dkd_wbuf_append(b, v.ptr, v.len);
+}
+
+void dkd_wire_put_header(dkd_wbuf *b, const dkd_wire_header *h)
+{
+    put_u8(b, h->version);
+    put_u8(b, h->type);
+    put_u16(b, h->flags);
+    put_u32(b, h->request_id);
+    put_u32(b, h->payload_len);
+}
+
+/* put_frame_header writes a version-1 header for a payload of len bytes. */
+static void put_frame_header(dkd_wbuf *b, uint8_t type, uint32_t request_id, size_t len)
+{
+    if (len > UINT32_MAX) {
+        b->err = true;
+        return;
+    }
+    dkd_wire_header h = {.version = DKD_WIRE_VERSION,
+                         .type = type,
+                         .request_id = request_id,
+                         .payload_len = (uint32_t)len};
+    dkd_wire_put_header(b, &h);
+}
+
+void dkd_wire_put_hello(dkd_wbuf *b, uint32_t request_id, const dkd_wire_hello *m)
+{
+    put_frame_header(b, DKD_WIRE_HELLO, request_id, 2 + 1 + m->client_name.len);
+    put_u8(b, m->min_version);
+    put_u8(b, m->max_version);
+    put_str8(b, m->client_name);
+}
+
+void dkd_wire_put_hello_ok(dkd_wbuf *b, uint32_t request_id, const dkd_wire_hello_ok *m)
+{
+    put_frame_header(b, DKD_WIRE_HELLO_OK, request_id, 4 + 4 + 8 + 4 + 4 + 4 + 1 +
+                                                           m->server_name.len);
+    put_u8(b, m->version);
+    static const uint8_t zero[3];
+    dkd_wbuf_append(b, zero, 3);
+    put_u32(b, m->max_frame);
+    put_u64(b, m->max_message);
+    put_u32(b, m->max_header_block);
+    put_u32(b, m->max_inflight);
+    put_u32(b, m->max_chunk);
+    put_str8(b, m->server_name);
+}
+
+static size_t opts_len(const dkd_wire_verify_opts *o)
+{
+    size_t n = 0;
+    if (o->has_authserv_id) {
+        n += 3 + o->authserv_id.len;
+    }
+    if (o->has_time) {
+        n += 3 + 8;
+    }
+    return n;
+}
+
+size_t dkd_wire_verify_head_len(const dkd_wire_verify_opts *opts)
+{
+    return DKD_WIRE_HEADER_LEN + 2 + opts_len(opts);
+}
+
+void dkd_wire_put_verify_head(dkd_wbuf *b, uint8_t type, uint32_t request_id,
+                              const dkd_wire_verify_opts *o, size_t data_len)
+{
+    size_t olen = opts_len(o);
+    /* An authserv-id the decoder would refuse is refused here too, so that what the
+     * encoder produces always decodes. */
+    if ((o->has_authserv_id && !authserv_ok(o->authserv_id)) || olen > UINT16_MAX ||
+        data_len > SIZE_MAX - 2 - olen) {
+        b->err = true;
+        return;
+    }
+    put_frame_header(b, type, request_id, 2 + olen + data_len);
+    put_u16(b, (uint16_t)olen);
+    if (o->has_authserv_id) {
+        put_u8(b, DKD_WIRE_OPT_AUTHSERV_ID);
+        put_str16(b, o->authserv_id);
+    }
+    if (o->has_time) {
+        put_u8(b, DKD_WIRE_OPT_TIME);
+        put_u16(b, 8);
+        put_u64(b, (uint64_t)o->time);
+    }
+}
+
+void dkd_wire_put_verify(dkd_wbuf *b, uint8_t type, uint32_t request_id,
+                         const dkd_wire_verify *m)
+{
+    dkd_wire_put_verify_head(b, type, request_id, &m->opts, m->data.len);
+    dkd_wbuf_append(b, m->data.ptr, m->data.len);
+}
+
+void dkd_wire_put_data(dkd_wbuf *b, uint8_t type, uint32_t request_id, dkd_span data)
+{
+    put_frame_header(b, type, request_id, data.len);
+    dkd_wbuf_append(b, data.ptr, data.len);
+}
+
+static size_t sig_len(const dkd_wire_sig *s)
+{
+    return SIG_FIXED_LEN + 7 * 2 + s->explanation.len + s->detail.len + s->d.len + s->s.len +
+           s->i.len + s->a.len + s->b_prefix.len;
+}
+
+void dkd_wire_put_result(dkd_wbuf *b, uint32_t request_id, const dkd_wire_sig *sigs,
+                         size_t nsigs, dkd_span authres)
+{
+    if (nsigs > UINT16_MAX || authres.len > UINT32_MAX) {
+        b->err = true;
+        return;
+    }
+    size_t len = 2 + 4 + authres.len;
+    for (size_t k = 0; k < nsigs; k++) {
+        len += sig_len(&sigs[k]);
+    }
+    put_frame_header(b, DKD_WIRE_RESULT, request_id, len);
+    put_u16(b, (uint16_t)nsigs);
+    for (size_t k = 0; k < nsigs; k++) {
+        const dkd_wire_sig *s = &sigs[k];
+        put_u8(b, s->result);
+        put_u8(b, s->dnssec);
+        put_u16(b, s->reason);
+        put_u16(b, s->flags);
+        put_u32(b, s->key_bits);
+        put_u64(b, s->body_signed);
+        put_u64(b, s->body_total);
+        put_str16(b, s->explanation);
+        put_str16(b, s->detail);
+        put_str16(b, s->d);
+        put_str16(b, s->s);
+        put_str16(b, s->i);
+        put_str16(b, s->a);
+        put_str16(b, s->b_prefix);
+    }
+    put_u32(b, (uint32_t)authres.len);
+    dkd_wbuf_append(b, authres.ptr, authres.len);
+}
+
+void dkd_wire_put_stats_reply(dkd_wbuf *b, uint32_t request_id, const dkd_wire_stat *stats,
+                              size_t count)
+{
+    if (count > UINT16_MAX) {
+        b->err = true;
+        return;
+    }
+    size_t len = 2;
+    for (size_t k = 0; k < count; k++) {
+        len += 1 + stats[k].name.len + 8;
+    }
+    put_frame_header(b, DKD_WIRE_STATS_REPLY, request_id, len);
+    put_u16(b, (uint16_t)count);
+    for (size_t k = 0; k < count; k++) {
+        put_str8(b, stats[k].name);
+        put_u64(b, stats[k].value);
+    }
+}
+
+void dkd_wire_put_error(dkd_wbuf *b, uint32_t request_id, uint16_t code, dkd_span message)
+{
+    put_frame_header(b, DKD_WIRE_ERROR, request_id, 2 + 2 + message.len);
+    put_u16(b, code);
+    put_str16(b, message);
+}
