@@ -1,0 +1,114 @@
+/*
+ * server.h - the dkimd server: a pool of worker threads, each with its own io_uring ring,
+ * serving the framed protocol of ipc/PROTOCOL.md on a Unix stream socket.
+ *
+ * Usage (tools/dkimd.c):
+ *
+ *   dkd__server_config sc;
+ *   dkd__server_config_init(&sc);
+ *   sc.listen_fd = fd;                               // a bound, listening socket
+ *   dkd__server *srv = dkd__server_new(&sc, eng, keysrc, err, sizeof err);
+ *   dkd__server_start(srv);                          // spawns the workers
+ *   ... on SIGTERM: dkd__server_stop(srv);           // stop accepting, drain, exit
+ *   dkd__server_join(srv); dkd__server_free(srv);
+ *
+ * Threads: config, new, start, join and free belong to the thread that owns the server
+ * (the daemon's main thread). stop and stats may be called from any thread. The key
+ * source's lookup is called on worker threads; its done callback may run on any thread
+ * (the server posts it back to the owning worker).
+ *
+ * Internal to dkimd (dkd__ prefix): not installed, no ABI promise.
+ */
+#ifndef DKIMD_IPC_SERVER_H
+#define DKIMD_IPC_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <dkimd/engine.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Log levels, as in syslog: lower is more severe. */
+enum { DKD__LOG_ERR = 3, DKD__LOG_WARNING = 4, DKD__LOG_INFO = 6, DKD__LOG_DEBUG = 7 };
+
+typedef void (*dkd__log_fn)(void *arg, int level, const char *line);
+
+typedef struct dkd__server_config {
+    int listen_fd;              /* listening SOCK_STREAM socket (required) */
+    unsigned workers;           /* worker threads; 0 = number of online CPUs */
+    uint64_t max_message_bytes; /* whole VERIFY payload and streamed total (default 64 MiB) */
+    size_t max_header_bytes;    /* header block of one message (default: engine's) */
+    size_t max_body_chunk;      /* largest VERIFY_BODY frame (default 1 MiB) */
+    unsigned max_inflight;      /* open requests per connection (default 256) */
+    unsigned max_connections;   /* all workers together (default 4096) */
+    uint64_t memory_budget;     /* receive buffers + open requests (default 1 GiB) */
+    unsigned key_timeout_ms;    /* per-message key deadline (default 5000) */
+    unsigned shutdown_timeout_ms; /* SIGTERM drain limit (default 10000) */
+    const char *authserv_id;    /* default authserv-id (default "localhost"); copied */
+    const uid_t *allow_uids;    /* peer uid allow-list (SO_PEERCRED); copied; */
+    size_t n_allow_uids;        /*   with the gid list empty too, everyone may connect */
+    const gid_t *allow_gids;
+    size_t n_allow_gids;
+    dkd__log_fn log;            /* NULL = stderr */
+    void *log_arg;
+    int log_level;              /* lines above this level are dropped (default INFO) */
+} dkd__server_config;
+
+void dkd__server_config_init(dkd__server_config *sc);
+
+typedef struct dkd__server dkd__server;
+
+/*
+ * dkd__server_new prepares the server: validates sc, probes io_uring features and
+ * creates one ring per worker (no threads yet). NULL on error with a message in err.
+ * eng and src are borrowed and must outlive the server.
+ */
+dkd__server *dkd__server_new(const dkd__server_config *sc, dkd_engine *eng, dkd_keysrc src,
+                             char *err, size_t err_len);
+
+/* dkd__server_start spawns the workers. 0 or -errno. */
+int dkd__server_start(dkd__server *srv);
+
+/*
+ * dkd__server_stop asks for a graceful stop: accepting ends, requests already sent by
+ * clients are answered, then connections close and the workers exit (bounded by
+ * shutdown_timeout_ms). Async-signal-unsafe; any thread.
+ */
+void dkd__server_stop(dkd__server *srv);
+
+/*
+ * dkd__server_clock is the engine clock (dkd_config.clock) the daemon must install: it
+ * returns the verification time a request asked for (option 2), else time(NULL).
+ */
+int64_t dkd__server_clock(void *arg);
+
+/* dkd__server_set_log_level changes the level of later lines (SIGHUP). Any thread. */
+void dkd__server_set_log_level(dkd__server *srv, int level);
+
+/* dkd__server_join waits for every worker to exit. */
+void dkd__server_join(dkd__server *srv);
+void dkd__server_free(dkd__server *srv);
+
+/* Counters summed over the workers (relaxed reads: a consistent snapshot is not needed). */
+typedef struct dkd__server_stats {
+    uint64_t connections_total, connections_open, connections_refused;
+    uint64_t requests, requests_inflight, results, signatures;
+    uint64_t errors_malformed, errors_too_large, errors_overloaded, errors_version,
+        errors_shutdown, errors_message;
+    uint64_t key_lookups, key_timeouts;
+    uint64_t bytes_in, bytes_out;
+    uint64_t memory_used;
+} dkd__server_stats;
+
+void dkd__server_stats_get(dkd__server *srv, dkd__server_stats *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
