@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include <dkimd/engine.h>
+#include <dkimd/resolver.h>
 
 static const char verify_help[] =
     "usage: dkimctl verify [OPTIONS] FILE...\n"
@@ -21,6 +22,17 @@ static const char verify_help[] =
     "options:\n"
     "  --zone FILE          answer key lookups from a DNS master file of TXT records\n"
     "                       (directives '; @nxdomain|@servfail|@timeout NAME' honoured)\n"
+    "  --resolver ADDR[@PORT]  look keys up through this DNS server (repeatable: several\n"
+    "                       forwarders); IPv4 or IPv6, port 53 by default\n"
+    "  --resolver-conf      look keys up through the servers in /etc/resolv.conf\n"
+    "  --resolver-option 'NAME: VALUE'  pass an option to libunbound (repeatable), e.g.\n"
+    "                       'do-not-query-localhost: no' for a server on 127.0.0.1, or\n"
+    "                       'local-zone: test. nodefault' to resolve names under .test\n"
+    "  --dns-timeout MS     give up on one DNS query after MS milliseconds and report\n"
+    "                       temperror/dns-timeout (default 2000)\n"
+    "  (no --zone, --resolver or --resolver-conf: full recursion from the root hints,\n"
+    "   DNSSEC-validated when a trust anchor is installed at /var/lib/unbound/root.key\n"
+    "   or /usr/share/dns/root.key)\n"
     "  --now UNIXTIME       verify as of this time (default: the current time)\n"
     "  --allow-sha1         verify rsa-sha1 signatures instead of refusing them (RFC 8301)\n"
     "  --min-rsa-bits N     RSA keys shorter than N bits never pass (default 1024)\n"
@@ -35,6 +47,8 @@ static const char verify_help[] =
     "examples:\n"
     "  dkimctl verify --zone samples/keys.zone samples/*.eml\n"
     "  dkimctl verify --json --zone keys.zone --now 1700000000 message.eml\n"
+    "  dkimctl verify --resolver 127.0.0.1@5353 \\\n"
+    "      --resolver-option 'do-not-query-localhost: no' message.eml\n"
     "\n"
     "exit status: 0 when every file was processed (whatever the DKIM results),\n"
     "1 when a file could not be read or the key source could not be loaded, 2 on usage\n"
@@ -42,6 +56,8 @@ static const char verify_help[] =
 
 typedef struct verify_opts {
     const char *zone_path;
+    dkd_resolver_config rc;
+    bool use_dns; /* --resolver or --resolver-conf given */
     const char *authserv_id;
     bool json;
     bool have_now;
@@ -168,10 +184,17 @@ int dkimctl_verify(int argc, char **argv)
         {"refuse-partial-body", no_argument, NULL, 'P'},
         {"authserv-id", required_argument, NULL, 'A'},
         {"json", no_argument, NULL, 'j'},
+        {"resolver", required_argument, NULL, 'r'},
+        {"resolver-option", required_argument, NULL, 'o'},
+        {"resolver-conf", no_argument, NULL, 'R'},
+        {"dns-timeout", required_argument, NULL, 'T'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     verify_opts o = {.authserv_id = "localhost"};
+    dkd_resolver_config_init(&o.rc);
+    /* One command-line run looks each key up once; no cache bound matters here. */
+    o.rc.cache_entries = 1024;
     dkd_config cfg;
     dkd_config_init(&cfg);
     unsigned long long v;
@@ -217,6 +240,51 @@ int dkimctl_verify(int argc, char **argv)
         case 'j':
             o.json = true;
             break;
+        case 'r':
+            if (o.rc.nforwarders == DKD_RESOLVER_MAX_FORWARDERS) {
+                fprintf(stderr, "dkimctl verify: at most %d --resolver\n",
+                        DKD_RESOLVER_MAX_FORWARDERS);
+                return DKIMCTL_USAGE;
+            }
+            o.rc.forwarders[o.rc.nforwarders++] = optarg;
+            if (o.rc.mode == DKD_RESOLVER_RESOLV_CONF) {
+                fprintf(stderr, "dkimctl verify: --resolver and --resolver-conf exclude each "
+                                "other\n");
+                return DKIMCTL_USAGE;
+            }
+            o.rc.mode = DKD_RESOLVER_FORWARD;
+            o.use_dns = true;
+            break;
+        case 'R':
+            if (o.rc.mode == DKD_RESOLVER_FORWARD) {
+                fprintf(stderr, "dkimctl verify: --resolver and --resolver-conf exclude each "
+                                "other\n");
+                return DKIMCTL_USAGE;
+            }
+            o.rc.mode = DKD_RESOLVER_RESOLV_CONF;
+            o.use_dns = true;
+            break;
+        case 'o':
+            if (o.rc.noptions == DKD_RESOLVER_MAX_OPTIONS) {
+                fprintf(stderr, "dkimctl verify: at most %d --resolver-option\n",
+                        DKD_RESOLVER_MAX_OPTIONS);
+                return DKIMCTL_USAGE;
+            }
+            if (strchr(optarg, ':') == NULL) {
+                fprintf(stderr, "dkimctl verify: --resolver-option wants 'NAME: VALUE', got "
+                                "'%s'\n", optarg);
+                return DKIMCTL_USAGE;
+            }
+            o.rc.options[o.rc.noptions++] = optarg;
+            break;
+        case 'T':
+            if (!parse_uint(optarg, 600000, &v) || v == 0) {
+                fprintf(stderr, "dkimctl verify: --dns-timeout wants milliseconds (1-600000), "
+                                "got '%s'\n", optarg);
+                return DKIMCTL_USAGE;
+            }
+            o.rc.query_timeout_ms = (unsigned)v;
+            break;
         case 'h':
             fputs(verify_help, stdout);
             return DKIMCTL_OK;
@@ -229,21 +297,36 @@ int dkimctl_verify(int argc, char **argv)
         fprintf(stderr, "dkimctl verify: no message files given\n");
         return DKIMCTL_USAGE;
     }
-    if (o.zone_path == NULL) {
-        fprintf(stderr, "dkimctl verify: no key source: give --zone FILE\n");
+    if (o.zone_path != NULL && o.use_dns) {
+        fprintf(stderr, "dkimctl verify: --zone and --resolver/--resolver-conf exclude each "
+                        "other\n");
         return DKIMCTL_USAGE;
     }
+    /* --zone keeps the offline zone source as it was; anything else goes through the
+     * resolver (forwarders, resolv.conf, or the embedded recursive default). */
     char err[512];
-    dkd_zone *zone = dkd_zone_load(o.zone_path, err, sizeof err);
-    if (zone == NULL) {
-        fprintf(stderr, "dkimctl verify: %s\n", err);
-        return DKIMCTL_FAILED;
+    dkd_zone *zone = NULL;
+    dkd_resolver *resolver = NULL;
+    dkd_keysrc src;
+    if (o.zone_path != NULL) {
+        zone = dkd_zone_load(o.zone_path, err, sizeof err);
+        if (zone == NULL) {
+            fprintf(stderr, "dkimctl verify: %s\n", err);
+            return DKIMCTL_FAILED;
+        }
+        src = dkd_zone_keysrc(zone);
+    } else {
+        resolver = dkd_resolver_new(&o.rc, err, sizeof err);
+        if (resolver == NULL) {
+            fprintf(stderr, "dkimctl verify: %s\n", err);
+            return DKIMCTL_FAILED;
+        }
+        src = dkd_resolver_keysrc_blocking(resolver);
     }
     if (o.have_now) {
         cfg.clock = fixed_clock;
         cfg.clock_arg = &o.now;
     }
-    dkd_keysrc src = dkd_zone_keysrc(zone);
     dkd_engine *eng = dkd_engine_new(&cfg);
     dkd_msg *m = dkd_msg_new(eng);
     if (m == NULL) {
@@ -278,5 +361,6 @@ int dkimctl_verify(int argc, char **argv)
     dkd_msg_free(m);
     dkd_engine_free(eng);
     dkd_zone_free(zone);
+    dkd_resolver_free(resolver);
     return status;
 }
