@@ -855,3 +855,40 @@ void dkd_resolver_free(dkd_resolver *r)
     pthread_mutex_destroy(&r->mu);
     free(r);
 }
+
+enum dkd_reason dkd_resolver_txt(dkd_resolver *r, const char *qname, dkd_zone_txt_fn each,
+                                 void *arg, bool *secure)
+{
+    *secure = false;
+    if (r->ub == NULL) {
+        return r->zone != NULL ? dkd_zone_txt(r->zone, qname, each, arg) : DKD_REASON_DNS_ERROR;
+    }
+    /* Synchronous and uncached by us: for check-record, which asks right after a
+     * dkd_resolver_lookup of the same name, so libunbound's own cache answers. */
+    struct ub_result *res = NULL;
+    int err = ub_resolve(r->ub, qname, RR_TYPE_TXT, RR_CLASS_IN, &res);
+    enum dkd_reason why = DKD_REASON_OK;
+    if (err != 0 || res == NULL) {
+        why = DKD_REASON_DNS_ERROR;
+    } else if (res->bogus) {
+        why = DKD_REASON_DNSSEC_BOGUS;
+    } else if (res->rcode == RCODE_NXDOMAIN || (res->rcode == 0 && !res->havedata)) {
+        why = DKD_REASON_KEY_NOT_FOUND;
+    } else if (res->rcode != 0) {
+        why = DKD_REASON_DNS_ERROR;
+    } else {
+        *secure = res->secure != 0;
+        for (size_t i = 0; res->data[i] != NULL; i++) {
+            size_t len = res->len[i] > 0 ? (size_t)res->len[i] : 0, tlen = 0;
+            uint8_t *txt = malloc(len + 1);
+            if (txt != NULL && txt_concat((const uint8_t *)res->data[i], len, txt, &tlen)) {
+                each(arg, txt, tlen);
+            }
+            free(txt);
+        }
+    }
+    if (res != NULL) {
+        ub_resolve_free(res);
+    }
+    return why;
+}

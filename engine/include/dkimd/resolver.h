@@ -120,6 +120,16 @@ dkd_keysrc dkd_resolver_keysrc(dkd_resolver *r);
  * command-line tools and dkd_verify_message. Never use it on a daemon worker. */
 dkd_keysrc dkd_resolver_keysrc_blocking(dkd_resolver *r);
 
+/*
+ * dkd_resolver_txt looks qname's TXT records up synchronously and calls each once per
+ * record (strings concatenated), for tools that lint records (dkimctl check-record).
+ * Returns DKD_REASON_OK, KEY_NOT_FOUND (NXDOMAIN/NODATA), DNS_ERROR or DNSSEC_BOGUS;
+ * *secure tells whether the answer was DNSSEC-validated. Bypasses the key cache. Blocks
+ * with libunbound's own timeouts: not for daemon workers.
+ */
+enum dkd_reason dkd_resolver_txt(dkd_resolver *r, const char *qname, dkd_zone_txt_fn each,
+                                 void *arg, bool *secure);
+
 /* dkd_resolver_message_deadline_ms returns the configured per-message key deadline. */
 unsigned dkd_resolver_message_deadline_ms(const dkd_resolver *r);
 
