@@ -230,3 +230,97 @@ void json_cstring(FILE *out, const char *s)
 {
     json_string(out, s, strlen(s));
 }
+
+void dkimctl_keysrc_opts_init(dkimctl_keysrc_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    dkd_resolver_config_init(&o->rc);
+    /* One command-line run looks each key up once or twice: a small cache will do. */
+    o->rc.cache_entries = 1024;
+}
+
+int dkimctl_keysrc_option(dkimctl_keysrc_opts *o, const char *cmd, int c, const char *arg)
+{
+    unsigned long long v;
+    switch (c) {
+    case 0x100:
+        o->zone_path = arg;
+        return 1;
+    case 0x101:
+        if (o->rc.nforwarders == DKD_RESOLVER_MAX_FORWARDERS) {
+            fprintf(stderr, "dkimctl %s: at most %d --resolver\n", cmd,
+                    DKD_RESOLVER_MAX_FORWARDERS);
+            return -1;
+        }
+        if (o->rc.mode == DKD_RESOLVER_RESOLV_CONF) {
+            fprintf(stderr, "dkimctl %s: --resolver and --resolver-conf exclude each other\n",
+                    cmd);
+            return -1;
+        }
+        o->rc.forwarders[o->rc.nforwarders++] = arg;
+        o->rc.mode = DKD_RESOLVER_FORWARD;
+        o->use_dns = true;
+        return 1;
+    case 0x102:
+        if (o->rc.mode == DKD_RESOLVER_FORWARD) {
+            fprintf(stderr, "dkimctl %s: --resolver and --resolver-conf exclude each other\n",
+                    cmd);
+            return -1;
+        }
+        o->rc.mode = DKD_RESOLVER_RESOLV_CONF;
+        o->use_dns = true;
+        return 1;
+    case 0x103:
+        if (o->rc.noptions == DKD_RESOLVER_MAX_OPTIONS || strchr(arg, ':') == NULL) {
+            fprintf(stderr, "dkimctl %s: --resolver-option wants 'NAME: VALUE' (at most %d), "
+                            "got '%s'\n", cmd, DKD_RESOLVER_MAX_OPTIONS, arg);
+            return -1;
+        }
+        o->rc.options[o->rc.noptions++] = arg;
+        return 1;
+    case 0x104:
+        if (!dkimctl_parse_uint(arg, 600000, &v) || v == 0) {
+            fprintf(stderr, "dkimctl %s: --dns-timeout wants milliseconds (1-600000), got "
+                            "'%s'\n", cmd, arg);
+            return -1;
+        }
+        o->rc.query_timeout_ms = (unsigned)v;
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+bool dkimctl_keys_open(const dkimctl_keysrc_opts *o, const char *cmd, dkimctl_keys *k)
+{
+    memset(k, 0, sizeof *k);
+    if (o->zone_path != NULL && o->use_dns) {
+        fprintf(stderr, "dkimctl %s: --zone and --resolver/--resolver-conf exclude each other\n",
+                cmd);
+        return false;
+    }
+    char err[512];
+    if (o->zone_path != NULL) {
+        k->zone = dkd_zone_load(o->zone_path, err, sizeof err);
+        if (k->zone == NULL) {
+            fprintf(stderr, "dkimctl %s: %s\n", cmd, err);
+            return false;
+        }
+        k->src = dkd_zone_keysrc(k->zone);
+        return true;
+    }
+    k->resolver = dkd_resolver_new(&o->rc, err, sizeof err);
+    if (k->resolver == NULL) {
+        fprintf(stderr, "dkimctl %s: %s\n", cmd, err);
+        return false;
+    }
+    k->src = dkd_resolver_keysrc_blocking(k->resolver);
+    return true;
+}
+
+void dkimctl_keys_close(dkimctl_keys *k)
+{
+    dkd_resolver_free(k->resolver);
+    dkd_zone_free(k->zone);
+    memset(k, 0, sizeof *k);
+}

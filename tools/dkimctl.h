@@ -9,6 +9,9 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include <dkimd/engine.h>
+#include <dkimd/resolver.h>
+
 /* Exit statuses shared by every subcommand. */
 enum {
     DKIMCTL_OK = 0,      /* done (whatever the DKIM results) */
@@ -35,6 +38,54 @@ bool dkimctl_parse_uint(const char *s, unsigned long long max, unsigned long lon
 /* dkimctl_name_valid checks a domain or selector given on the command line: labels of
  * letters, digits, '-' and '_', separated by single dots, at most 253 bytes. */
 bool dkimctl_name_valid(const char *s);
+
+/*
+ * Key source flags shared by the subcommands that look keys up (check-record, explain;
+ * verify parses the same flags): --zone FILE, --resolver ADDR[@PORT] (repeatable),
+ * --resolver-conf, --resolver-option 'NAME: VALUE' (repeatable), --dns-timeout MS.
+ * Add DKIMCTL_KEYSRC_LONGOPTS to a getopt_long table and pass every option to
+ * dkimctl_keysrc_option first.
+ */
+#define DKIMCTL_KEYSRC_LONGOPTS                                                              \
+    {"zone", required_argument, NULL, 0x100}, {"resolver", required_argument, NULL, 0x101},  \
+        {"resolver-conf", no_argument, NULL, 0x102},                                         \
+        {"resolver-option", required_argument, NULL, 0x103},                                 \
+        {"dns-timeout", required_argument, NULL, 0x104}
+
+#define DKIMCTL_KEYSRC_HELP                                                                  \
+    "  --zone FILE          answer key lookups from a DNS master file of TXT records\n"      \
+    "                       (directives '; @nxdomain|@servfail|@timeout NAME' honoured)\n"   \
+    "  --resolver ADDR[@PORT]  look keys up through this DNS server (repeatable)\n"         \
+    "  --resolver-conf      look keys up through the servers in /etc/resolv.conf\n"         \
+    "  --resolver-option 'NAME: VALUE'  a libunbound option (repeatable), e.g.\n"          \
+    "                       'do-not-query-localhost: no' for a server on 127.0.0.1\n"      \
+    "  --dns-timeout MS     give up on one DNS query after MS milliseconds (default 2000)\n" \
+    "  (none of these: full recursion from the root hints, DNSSEC-validated when a trust\n"  \
+    "   anchor is installed)\n"
+
+typedef struct dkimctl_keysrc_opts {
+    const char *zone_path;
+    dkd_resolver_config rc;
+    bool use_dns; /* --resolver or --resolver-conf given */
+} dkimctl_keysrc_opts;
+
+void dkimctl_keysrc_opts_init(dkimctl_keysrc_opts *o);
+
+/* dkimctl_keysrc_option handles getopt code c: 1 when it was a key source flag, 0 when
+ * not, -1 on a bad value (message printed, prefixed with cmd). */
+int dkimctl_keysrc_option(dkimctl_keysrc_opts *o, const char *cmd, int c, const char *arg);
+
+/* The opened source: the zone, or the resolver with its blocking key source. */
+typedef struct dkimctl_keys {
+    dkd_zone *zone;
+    dkd_resolver *resolver;
+    dkd_keysrc src;
+} dkimctl_keys;
+
+/* dkimctl_keys_open loads the zone or starts the resolver. false (message printed) on
+ * failure or on conflicting flags. */
+bool dkimctl_keys_open(const dkimctl_keysrc_opts *o, const char *cmd, dkimctl_keys *k);
+void dkimctl_keys_close(dkimctl_keys *k);
 
 /* json_string writes s (n bytes) as a JSON string. Invalid UTF-8 bytes are written as
  * \u00XX (their Latin-1 reading) so the output is always valid JSON. */

@@ -18,7 +18,7 @@
 enum { CR_OK = 0, CR_WARNINGS = 1, CR_ERRORS = 2, CR_CANNOT = 3, CR_USAGE = 64 };
 
 static const char check_help[] =
-    "usage: dkimctl check-record --domain D --selector S [--key PEM] --zone FILE [--json]\n"
+    "usage: dkimctl check-record --domain D --selector S [--key PEM] [KEY SOURCE] [--json]\n"
     "\n"
     "Look up the DKIM key record at S._domainkey.D exactly as verification does and lint\n"
     "it: missing (with the exact name queried), several records, every syntax error with\n"
@@ -31,8 +31,7 @@ static const char check_help[] =
     "  --domain D           signing domain (d= of the signatures)\n"
     "  --selector S         selector (s= of the signatures)\n"
     "  --key PEM            private key the MTA signs with (compared with the record)\n"
-    "  --zone FILE          answer lookups from a DNS master file of TXT records\n"
-    "                       (directives '; @nxdomain|@servfail|@timeout NAME' honoured)\n"
+DKIMCTL_KEYSRC_HELP
     "  --json               one JSON object: name, status, lookup, records with findings,\n"
     "                       key_match\n"
     "  -h, --help           this text\n"
@@ -41,6 +40,7 @@ static const char check_help[] =
     "  dkimctl check-record --zone keys.zone --domain example.com --selector mail2026\n"
     "  dkimctl check-record --zone keys.zone --domain example.com --selector mail2026 \\\n"
     "      --key /etc/dkim/mail2026.pem\n"
+    "  dkimctl check-record --resolver 192.0.2.53 --domain example.com --selector mail2026\n"
     "\n"
     "exit status: 0 the record is fine, 1 warnings only, 2 errors (missing, unusable,\n"
     "DNS failure, key mismatch), 3 the check could not run (zone or key file unreadable),\n"
@@ -169,16 +169,25 @@ int dkimctl_check_record(int argc, char **argv)
         {"domain", required_argument, NULL, 'd'},
         {"selector", required_argument, NULL, 's'},
         {"key", required_argument, NULL, 'k'},
-        {"zone", required_argument, NULL, 'z'},
+        DKIMCTL_KEYSRC_LONGOPTS,
         {"json", no_argument, NULL, 'j'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    const char *domain = NULL, *selector = NULL, *key_path = NULL, *zone_path = NULL;
+    const char *domain = NULL, *selector = NULL, *key_path = NULL;
+    dkimctl_keysrc_opts ko;
+    dkimctl_keysrc_opts_init(&ko);
     bool json = false;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        int handled = dkimctl_keysrc_option(&ko, "check-record", c, optarg);
+        if (handled < 0) {
+            return CR_USAGE;
+        }
+        if (handled > 0) {
+            continue;
+        }
         switch (c) {
         case 'd':
             domain = optarg;
@@ -188,9 +197,6 @@ int dkimctl_check_record(int argc, char **argv)
             break;
         case 'k':
             key_path = optarg;
-            break;
-        case 'z':
-            zone_path = optarg;
             break;
         case 'j':
             json = true;
@@ -216,19 +222,14 @@ int dkimctl_check_record(int argc, char **argv)
                 dkimctl_name_valid(domain) ? selector : domain);
         return CR_USAGE;
     }
-    if (zone_path == NULL) {
-        fprintf(stderr, "dkimctl check-record: no key source: give --zone FILE\n");
-        return CR_USAGE;
-    }
     char err[512];
     dkd_signkey *priv = NULL;
     if (key_path != NULL && (priv = dkd_signkey_load(key_path, err, sizeof err)) == NULL) {
         fprintf(stderr, "dkimctl check-record: %s\n", err);
         return CR_CANNOT;
     }
-    dkd_zone *zone = dkd_zone_load(zone_path, err, sizeof err);
-    if (zone == NULL) {
-        fprintf(stderr, "dkimctl check-record: %s\n", err);
+    dkimctl_keys keys;
+    if (!dkimctl_keys_open(&ko, "check-record", &keys)) {
         dkd_signkey_free(priv);
         return CR_CANNOT;
     }
@@ -236,26 +237,34 @@ int dkimctl_check_record(int argc, char **argv)
     snprintf(qname, sizeof qname, "%s._domainkey.%s", selector, domain);
 
     /* 1. The verifier's lookup: what a signature with this d= and s= would get. */
-    dkd_keysrc src = dkd_zone_keysrc(zone);
     dkd_key *key = NULL;
-    if (src.lookup(src.impl, qname, on_key, &key) != 0 || key == NULL) {
+    if (keys.src.lookup(keys.src.impl, qname, on_key, &key) != 0 || key == NULL) {
         fprintf(stderr, "dkimctl check-record: out of memory\n");
-        dkd_zone_free(zone);
+        dkimctl_keys_close(&keys);
         dkd_signkey_free(priv);
         return CR_CANNOT;
     }
     /* 2. The raw records at the name, each linted on its own. */
     checker ck = {.worst = -1, .current = -1};
-    enum dkd_reason raw = dkd_zone_txt(zone, qname, on_txt, &ck);
-    char msg[1536];
     enum dkd_reason why = dkd_key_reason(key);
+    enum dkd_reason raw = why;
+    bool secure = dkd_key_dnssec_secure(key);
+    if (keys.zone != NULL) {
+        raw = dkd_zone_txt(keys.zone, qname, on_txt, &ck);
+    } else if (why != DKD_REASON_DNS_ERROR && why != DKD_REASON_DNS_TIMEOUT &&
+               why != DKD_REASON_DNSSEC_BOGUS) {
+        /* Only after an answer: a server that timed out would make us wait again. */
+        raw = dkd_resolver_txt(keys.resolver, qname, on_txt, &ck, &secure);
+    }
+    char msg[1536];
     if (raw == DKD_REASON_KEY_NOT_FOUND || (raw == DKD_REASON_OK && ck.ntxt == 0)) {
         snprintf(msg, sizeof msg,
                  "no TXT record at %s (NXDOMAIN or no TXT data): every signature with "
                  "d=%s s=%s gets permerror key-not-found; publish the record "
                  "(dkimctl keygen prints it)", qname, domain, selector);
         add(&ck, -1, DKD_LINT_ERROR, "missing", "", 0, msg);
-    } else if (raw == DKD_REASON_DNS_ERROR || raw == DKD_REASON_DNS_TIMEOUT) {
+    } else if (raw == DKD_REASON_DNS_ERROR || raw == DKD_REASON_DNS_TIMEOUT ||
+               raw == DKD_REASON_DNSSEC_BOGUS) {
         snprintf(msg, sizeof msg, "lookup of TXT %s failed: %s (%s); %s", qname,
                  dkd_reason_explanation(raw), dkd_key_detail(key), dkd_reason_fix(raw));
         add(&ck, -1, DKD_LINT_ERROR, dkd_reason_code(raw), "", 0, msg);
@@ -301,8 +310,17 @@ int dkimctl_check_record(int argc, char **argv)
             add(&ck, -1, DKD_LINT_INFO, "key-match", "", 0, msg);
         }
     }
-    /* Zone answers carry no DNSSEC proof; the resolver's do. */
-    const char *dnssec = dkd_key_dnssec_secure(key) ? "secure" : "not validated (zone file)";
+    /* Zone answers carry no DNSSEC proof; the resolver's may. */
+    const char *dnssec = secure                ? "secure (DNSSEC-validated answer)"
+                         : keys.zone != NULL   ? "not validated (zone file)"
+                         : why == DKD_REASON_DNSSEC_BOGUS ? "BOGUS: validation failed"
+                                               : "insecure (answer not DNSSEC-signed, or no "
+                                                 "trust anchor configured)";
+    if (!secure && keys.zone == NULL && why != DKD_REASON_DNSSEC_BOGUS) {
+        add(&ck, -1, DKD_LINT_INFO, "dnssec-insecure", "", 0,
+            "the answer was not DNSSEC-validated: signing the zone protects the key record "
+            "from spoofing");
+    }
 
     if (json) {
         printf("{\"name\": ");
@@ -313,7 +331,9 @@ int dkimctl_check_record(int argc, char **argv)
         printf(", \"key_bits\": %u, \"key_type\": \"%s\"}, \"dnssec\": ", dkd_key_bits(key),
                why != DKD_REASON_OK ? "" : dkd_key_type(key) == DKD_KEY_ED25519 ? "ed25519"
                                                                                 : "rsa");
-        json_cstring(stdout, dkd_key_dnssec_secure(key) ? "secure" : "insecure");
+        json_cstring(stdout, secure ? "secure"
+                             : why == DKD_REASON_DNSSEC_BOGUS ? "bogus"
+                                                              : "insecure");
         printf(", \"key_match\": %s, \"findings\": [",
                key_match < 0 ? "null" : key_match ? "true" : "false");
         print_findings(&ck, -1, true);
@@ -358,7 +378,7 @@ int dkimctl_check_record(int argc, char **argv)
     free(ck.txt_len);
     free(ck.f);
     dkd_key_unref(key);
-    dkd_zone_free(zone);
+    dkimctl_keys_close(&keys);
     dkd_signkey_free(priv);
     return status;
 }
