@@ -1,0 +1,479 @@
+/*
+ * sign_test.c - the signer API (dkimd/sign.h): signatures the verifier accepts for both
+ * key types and every canonicalization; a round-trip property over random messages
+ * (sign -> pass; one body byte changed -> body-hash-mismatch; one signed header byte
+ * changed -> signature-mismatch); the default header list; folding; l=; key files;
+ * key pair matching; the record linter's findings; the From domain reader.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include <dkimd/engine.h>
+#include <dkimd/sign.h>
+
+#include "guard.h"
+
+static dkd_signkey *rsa_key, *ed_key, *other_rsa;
+static dkd_zone *zone;
+static char tmpdir[256];
+
+/* ---- helpers ---- */
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    char err[256];
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/sign_test.XXXXXX");
+    if (mkdtemp(tmpdir) == NULL) {
+        return -1;
+    }
+    rsa_key = dkd_signkey_generate(DKD_KEY_RSA, 2048, err, sizeof err);
+    other_rsa = dkd_signkey_generate(DKD_KEY_RSA, 1024, err, sizeof err);
+    ed_key = dkd_signkey_generate(DKD_KEY_ED25519, 0, err, sizeof err);
+    if (rsa_key == NULL || ed_key == NULL || other_rsa == NULL) {
+        return -1;
+    }
+    char *r1 = dkd_signkey_record(rsa_key), *r2 = dkd_signkey_record(ed_key);
+    char zonetext[4096], path[512];
+    snprintf(zonetext, sizeof zonetext,
+             "rsa._domainkey.example.com. IN TXT \"%s\"\n"
+             "ed._domainkey.example.com. IN TXT \"%s\"\n", r1, r2);
+    free(r1);
+    free(r2);
+    snprintf(path, sizeof path, "%s/keys.zone", tmpdir);
+    write_file(path, zonetext);
+    zone = dkd_zone_load(path, err, sizeof err);
+    unlink(path);
+    return zone != NULL ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    dkd_zone_free(zone);
+    dkd_signkey_free(rsa_key);
+    dkd_signkey_free(ed_key);
+    dkd_signkey_free(other_rsa);
+    rmdir(tmpdir);
+    return 0;
+}
+
+/* signed_msg returns header + msg, malloc'd. */
+static uint8_t *signed_msg(const char *hdr, const uint8_t *msg, size_t len, size_t *out_len)
+{
+    size_t hl = strlen(hdr);
+    uint8_t *out = malloc(hl + len + 1);
+    assert_non_null(out);
+    memcpy(out, hdr, hl);
+    memcpy(out + hl, msg, len);
+    *out_len = hl + len;
+    return out;
+}
+
+/* verify_one verifies m and returns its single result (reason), failing otherwise. */
+static enum dkd_reason verify_one(const uint8_t *m, size_t len, enum dkd_result *result)
+{
+    dkd_config cfg;
+    dkd_config_init(&cfg);
+    dkd_engine *eng = dkd_engine_new(&cfg);
+    dkd_msg *msg = dkd_msg_new(eng);
+    dkd_keysrc src = dkd_zone_keysrc(zone);
+    assert_int_equal(dkd_verify_message(msg, &src, m, len), 0);
+    size_t n = 0;
+    const dkd_sig_result *r = dkd_msg_results(msg, &n);
+    assert_int_equal(n, 1);
+    enum dkd_reason reason = r[0].reason;
+    *result = r[0].result;
+    dkd_msg_free(msg);
+    dkd_engine_free(eng);
+    return reason;
+}
+
+static char *sign_ok(const dkd_signkey *k, const char *sel, const dkd_sign_opts *base,
+                     const uint8_t *m, size_t len)
+{
+    dkd_sign_opts o = *base;
+    o.domain = "example.com";
+    o.selector = sel;
+    char err[256] = "", *hdr = NULL;
+    int rc = dkd_sign(k, &o, m, len, &hdr, err, sizeof err);
+    if (rc != 0) {
+        fail_msg("dkd_sign: %s", err);
+    }
+    return hdr;
+}
+
+static const char sample[] = "From: Alice <alice@example.com>\r\n"
+                             "To: bob@example.net\r\n"
+                             "Subject:  Hello   there \r\n"
+                             "Date: Mon, 24 Nov 2025 16:00:00 +0000\r\n"
+                             "Message-ID: <1@example.com>\r\n"
+                             "X-Unsigned: yes\r\n"
+                             "\r\n"
+                             "Body line one  \r\n"
+                             "\tindented\r\n"
+                             "\r\n"
+                             "\r\n";
+
+/* ---- signing ---- */
+
+static void test_sign_verify_all_canons(void **state)
+{
+    (void)state;
+    static const bool canons[4][2] = {{true, true}, {true, false}, {false, true}, {false, false}};
+    for (int k = 0; k < 2; k++) {
+        for (int c = 0; c < 4; c++) {
+            dkd_sign_opts o;
+            dkd_sign_opts_init(&o);
+            o.header_relaxed = canons[c][0];
+            o.body_relaxed = canons[c][1];
+            size_t len = strlen(sample), slen;
+            char *hdr = sign_ok(k ? ed_key : rsa_key, k ? "ed" : "rsa", &o,
+                                (const uint8_t *)sample, len);
+            assert_non_null(strstr(hdr, k ? "a=ed25519-sha256" : "a=rsa-sha256"));
+            uint8_t *m = signed_msg(hdr, (const uint8_t *)sample, len, &slen);
+            enum dkd_result res;
+            assert_int_equal(verify_one(m, slen, &res), DKD_REASON_OK);
+            assert_int_equal(res, DKD_RESULT_PASS);
+            free(m);
+            free(hdr);
+        }
+    }
+}
+
+static void test_default_headers_and_folding(void **state)
+{
+    (void)state;
+    dkd_sign_opts o;
+    dkd_sign_opts_init(&o);
+    o.timestamp = 1700000000;
+    o.expire_after = 3600;
+    char *hdr = sign_ok(rsa_key, "rsa", &o, (const uint8_t *)sample, strlen(sample));
+    /* Unfold h= to check the list: present defaults, From twice, X-Unsigned never. */
+    char flat[4096];
+    size_t w = 0;
+    for (const char *p = hdr; *p && w + 1 < sizeof flat; p++) {
+        if (*p != '\r' && *p != '\n' && *p != '\t') {
+            flat[w++] = *p;
+        }
+    }
+    flat[w] = '\0';
+    assert_non_null(strstr(flat, "h=from:from:to:subject:date:message-id;"));
+    assert_null(strstr(flat, "x-unsigned"));
+    assert_non_null(strstr(flat, "t=1700000000;"));
+    assert_non_null(strstr(flat, "x=1700003600;"));
+    assert_non_null(strstr(flat, "c=relaxed/relaxed;"));
+    assert_null(strstr(flat, "l="));
+    /* b= is the last tag, and every line is at most 78 columns (tab counted as 8). */
+    const char *b = strstr(flat, " b=");
+    assert_non_null(b);
+    assert_null(strchr(b, ';'));
+    size_t col = 0;
+    for (const char *p = hdr; *p; p++) {
+        if (*p == '\n') {
+            col = 0;
+        } else if (*p != '\r') {
+            col += *p == '\t' ? 8 : 1;
+            assert_true(col <= 78);
+        }
+    }
+    assert_int_equal(strcmp(hdr + strlen(hdr) - 2, "\r\n"), 0);
+    free(hdr);
+}
+
+static void test_custom_headers_and_errors(void **state)
+{
+    (void)state;
+    dkd_sign_opts o;
+    dkd_sign_opts_init(&o);
+    o.domain = "example.com";
+    o.selector = "rsa";
+    char err[256], *hdr = NULL;
+    o.headers = "to:subject";
+    assert_int_equal(dkd_sign(rsa_key, &o, (const uint8_t *)sample, strlen(sample), &hdr, err,
+                              sizeof err),
+                     DKD_ERR_SYNTAX);
+    assert_null(hdr);
+    assert_non_null(strstr(err, "From"));
+    o.headers = "from:subject:x-unsigned:x-absent";
+    assert_int_equal(dkd_sign(rsa_key, &o, (const uint8_t *)sample, strlen(sample), &hdr, err,
+                              sizeof err),
+                     0);
+    size_t slen;
+    uint8_t *m = signed_msg(hdr, (const uint8_t *)sample, strlen(sample), &slen);
+    enum dkd_result res;
+    assert_int_equal(verify_one(m, slen, &res), DKD_REASON_OK);
+    free(m);
+    free(hdr);
+    hdr = NULL;
+    o.headers = NULL;
+    o.domain = "bad domain";
+    assert_int_equal(dkd_sign(rsa_key, &o, (const uint8_t *)sample, strlen(sample), &hdr, err,
+                              sizeof err),
+                     DKD_ERR_SYNTAX);
+    o.domain = "example.com";
+    static const char nofrom[] = "To: x@example.net\r\n\r\nhi\r\n";
+    assert_int_equal(
+        dkd_sign(rsa_key, &o, (const uint8_t *)nofrom, strlen(nofrom), &hdr, err, sizeof err),
+        DKD_ERR_SYNTAX);
+    assert_null(hdr);
+}
+
+static void test_body_length_and_lf(void **state)
+{
+    (void)state;
+    /* A bare-LF message: the signature (with CRLF folds) still verifies. */
+    static const char lf[] = "From: a@example.com\nSubject: x\n\nline\n\n";
+    dkd_sign_opts o;
+    dkd_sign_opts_init(&o);
+    o.body_length = true;
+    o.body_relaxed = false;
+    char *hdr = sign_ok(rsa_key, "rsa", &o, (const uint8_t *)lf, strlen(lf));
+    assert_non_null(strstr(hdr, "l=6;")); /* "line\r\n" */
+    size_t slen;
+    uint8_t *m = signed_msg(hdr, (const uint8_t *)lf, strlen(lf), &slen);
+    enum dkd_result res;
+    assert_int_equal(verify_one(m, slen, &res), DKD_REASON_OK);
+    free(m);
+    free(hdr);
+}
+
+/* ---- the round-trip property ---- */
+
+static uint64_t rng = 0x9e3779b97f4a7c15u;
+
+static uint32_t next_rand(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (uint32_t)rng;
+}
+
+/* random_message makes headers (some folded, with odd spacing) and a body of random
+ * lines mixing WSP runs, blank lines, CRLF and bare LF. */
+static size_t random_message(char *buf, size_t cap)
+{
+    static const char *names[] = {"To", "Cc", "Subject", "Date", "Message-ID", "Reply-To",
+                                  "X-Other", "MIME-Version", "Content-Type", "References"};
+    size_t w = (size_t)snprintf(buf, cap, "From: R <r%u@example.com>\r\n", next_rand() % 100);
+    unsigned nh = next_rand() % 8;
+    for (unsigned i = 0; i < nh; i++) {
+        w += (size_t)snprintf(buf + w, cap - w, "%s:%s v%u%s\r\n", names[next_rand() % 10],
+                              next_rand() % 2 ? " " : "\t ", next_rand(),
+                              next_rand() % 3 == 0 ? "\r\n\tcontinued  " : "");
+    }
+    w += (size_t)snprintf(buf + w, cap - w, "\r\n");
+    unsigned lines = next_rand() % 12;
+    for (unsigned i = 0; i < lines && w + 200 < cap; i++) {
+        unsigned len = next_rand() % 60;
+        for (unsigned k = 0; k < len; k++) {
+            uint32_t r = next_rand() % 10;
+            buf[w++] = r == 0 ? ' ' : r == 1 ? '\t' : (char)('a' + next_rand() % 26);
+        }
+        if (next_rand() % 4 == 0) {
+            buf[w++] = '\n';
+        } else {
+            buf[w++] = '\r';
+            buf[w++] = '\n';
+        }
+    }
+    return w;
+}
+
+static void test_round_trip_property(void **state)
+{
+    (void)state;
+    char buf[8192];
+    for (int iter = 0; iter < 120; iter++) {
+        size_t len = random_message(buf, sizeof buf);
+        dkd_sign_opts o;
+        dkd_sign_opts_init(&o);
+        o.header_relaxed = next_rand() % 2;
+        o.body_relaxed = next_rand() % 2;
+        bool ed = next_rand() % 2;
+        const uint8_t *g = guard_copy(buf, len); /* the signer must not read past the end */
+        char *hdr = sign_ok(ed ? ed_key : rsa_key, ed ? "ed" : "rsa", &o, g, len);
+        size_t slen;
+        uint8_t *m = signed_msg(hdr, (const uint8_t *)buf, len, &slen);
+        enum dkd_result res;
+        enum dkd_reason why = verify_one(m, slen, &res);
+        if (why != DKD_REASON_OK) {
+            fail_msg("iteration %d: %s\n%.*s", iter, dkd_reason_code(why), (int)slen, m);
+        }
+        /* Change one body byte to a letter that is none of the bytes canonicalization
+         * may rewrite: the body hash must now fail. */
+        size_t body = strlen(hdr) + (size_t)(strstr(buf, "\r\n\r\n") - buf) + 4;
+        for (size_t i = body; i < slen; i++) {
+            if (m[i] >= 'a' && m[i] <= 'z') {
+                m[i] = m[i] == 'z' ? 'a' : (uint8_t)(m[i] + 1);
+                assert_int_equal(verify_one(m, slen, &res), DKD_REASON_BODY_HASH_MISMATCH);
+                assert_int_equal(res, DKD_RESULT_FAIL);
+                break;
+            }
+        }
+        /* On a fresh copy, change the From local part: the header signature fails. */
+        free(m);
+        m = signed_msg(hdr, (const uint8_t *)buf, len, &slen);
+        uint8_t *from = (uint8_t *)strstr((char *)m + strlen(hdr), "<r");
+        assert_non_null(from);
+        from[1] = 'R';
+        assert_int_equal(verify_one(m, slen, &res), DKD_REASON_SIGNATURE_MISMATCH);
+        free(m);
+        free(hdr);
+    }
+}
+
+/* ---- keys ---- */
+
+static void test_key_files_and_matching(void **state)
+{
+    (void)state;
+    char path[512], err[256];
+    snprintf(path, sizeof path, "%s/k.pem", tmpdir);
+    assert_int_equal(dkd_signkey_write_pem(ed_key, path), 0);
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    /* Never overwritten. */
+    assert_int_equal(dkd_signkey_write_pem(rsa_key, path), -EEXIST);
+    dkd_signkey *back = dkd_signkey_load(path, err, sizeof err);
+    assert_non_null(back);
+    assert_int_equal(dkd_signkey_type(back), DKD_KEY_ED25519);
+    char *rec = dkd_signkey_record(back);
+    dkd_key *pub = dkd_key_from_record((const uint8_t *)rec, strlen(rec));
+    assert_int_equal(dkd_key_reason(pub), DKD_REASON_OK);
+    assert_true(dkd_signkey_matches(back, pub));
+    assert_true(dkd_signkey_matches(ed_key, pub));
+    assert_false(dkd_signkey_matches(rsa_key, pub));
+    dkd_key_unref(pub);
+    free(rec);
+    rec = dkd_signkey_record(rsa_key);
+    pub = dkd_key_from_record((const uint8_t *)rec, strlen(rec));
+    assert_int_equal(dkd_key_bits(pub), 2048);
+    assert_true(dkd_signkey_matches(rsa_key, pub));
+    assert_false(dkd_signkey_matches(other_rsa, pub));
+    dkd_key_unref(pub);
+    free(rec);
+    dkd_signkey_free(back);
+    unlink(path);
+    assert_null(dkd_signkey_load(path, err, sizeof err));
+    assert_null(dkd_signkey_generate(DKD_KEY_RSA, 512, err, sizeof err));
+}
+
+/* ---- lint ---- */
+
+typedef struct got {
+    char codes[1024];
+    size_t offsets[32];
+    size_t n;
+} got;
+
+static void collect(void *arg, const dkd_lint_finding *f)
+{
+    got *g = arg;
+    strncat(g->codes, f->code, sizeof g->codes - strlen(g->codes) - 2);
+    strncat(g->codes, " ", sizeof g->codes - strlen(g->codes) - 1);
+    if (g->n < 32) {
+        g->offsets[g->n++] = f->offset;
+    }
+}
+
+static int lint(const char *rec, got *g)
+{
+    memset(g, 0, sizeof *g);
+    return dkd_record_lint(guard_str(rec), strlen(rec), collect, g);
+}
+
+static void test_lint(void **state)
+{
+    (void)state;
+    got g;
+    char *good = dkd_signkey_record(rsa_key);
+    assert_int_equal(lint(good, &g), DKD_LINT_INFO);
+    assert_string_equal(g.codes, "key ");
+    free(good);
+
+    /* Two broken tags: both reported, each at its own position. */
+    assert_int_equal(lint("v=DKIM1; k rsa; p=AAAA; =x", &g), DKD_LINT_ERROR);
+    assert_non_null(strstr(g.codes, "syntax syntax"));
+    assert_true(g.offsets[0] >= 9 && g.offsets[0] < 15);
+    assert_true(g.offsets[1] >= 24);
+
+    assert_int_equal(lint("k=rsa; v=DKIM1; p=", &g), DKD_LINT_ERROR);
+    assert_non_null(strstr(g.codes, "v-not-first"));
+    assert_non_null(strstr(g.codes, "revoked"));
+    assert_int_equal(lint("v=DKIM1; k=foo; p=AAAA", &g), DKD_LINT_ERROR);
+    assert_non_null(strstr(g.codes, "unknown-k"));
+    assert_int_equal(lint("v=DKIM1; h=sha1; p=", &g), DKD_LINT_ERROR);
+    assert_non_null(strstr(g.codes, "sha1-only"));
+    assert_int_equal(lint("v=DKIM1; s=tlsrpt; p=", &g), DKD_LINT_ERROR);
+    assert_non_null(strstr(g.codes, "service"));
+    assert_int_equal(lint("v=DKIM1; p=AAAA; p=BBBB", &g), DKD_LINT_ERROR);
+    assert_non_null(strstr(g.codes, "duplicate"));
+    assert_int_equal(lint("v=DKIM1; k=rsa", &g), DKD_LINT_ERROR);
+    assert_non_null(strstr(g.codes, "missing-p"));
+    assert_int_equal(lint("v=DKIM1; p=A!A", &g), DKD_LINT_ERROR);
+    assert_non_null(strstr(g.codes, "p-base64"));
+    assert_int_equal(lint("  ", &g), DKD_LINT_ERROR);
+    assert_string_equal(g.codes, "empty ");
+
+    /* t=y alone is a warning; a 1024-bit key is a warning (RFC 8301 wants 2048). */
+    char *weak = dkd_signkey_record(other_rsa), rec[1024];
+    snprintf(rec, sizeof rec, "%s; t=y", weak);
+    assert_int_equal(lint(rec, &g), DKD_LINT_WARNING);
+    assert_non_null(strstr(g.codes, "testing"));
+    assert_non_null(strstr(g.codes, "weak-key"));
+    free(weak);
+}
+
+static void test_from_domain(void **state)
+{
+    (void)state;
+    char d[64];
+    static const char m1[] = "To: x@y\r\nFROM: \"A, B\" <A@Sub.Example.COM>\r\n\r\nbody";
+    assert_int_equal(dkd_from_domain(guard_str(m1), strlen(m1), d, sizeof d), 1);
+    assert_string_equal(d, "sub.example.com");
+    static const char m2[] = "From: a@one.example\nFrom: b@two.example\n\n";
+    assert_int_equal(dkd_from_domain(guard_str(m2), strlen(m2), d, sizeof d), 2);
+    assert_string_equal(d, "one.example");
+    static const char m3[] = "Subject: none\r\n\r\n";
+    assert_int_equal(dkd_from_domain(guard_str(m3), strlen(m3), d, sizeof d), 0);
+    assert_string_equal(d, "");
+    static const char m4[] = "From: no address here\r\n\r\n";
+    assert_int_equal(dkd_from_domain(guard_str(m4), strlen(m4), d, sizeof d), 1);
+    assert_string_equal(d, "");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_sign_verify_all_canons),
+        cmocka_unit_test(test_default_headers_and_folding),
+        cmocka_unit_test(test_custom_headers_and_errors),
+        cmocka_unit_test(test_body_length_and_lf),
+        cmocka_unit_test(test_round_trip_property),
+        cmocka_unit_test(test_key_files_and_matching),
+        cmocka_unit_test(test_lint),
+        cmocka_unit_test(test_from_domain),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
