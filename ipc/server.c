@@ -754,16 +754,10 @@ static bool admit(conn *c, uint32_t id, uint64_t charge)
         conn_fatal(c, LK_MALFORMED, DKD_WIRE_E_PROTOCOL, "request_id 0 is reserved");
         return false;
     }
-    req *old = req_find(c, id);
-    if (old != NULL) {
-        if (old->failed) {
-            /* The client reuses the id of a stream we answered with ERROR: it has
-             * stopped sending for it, so the old stream is done. */
-            req_release(old);
-        } else {
-            send_error(c, id, DKD_WIRE_E_PROTOCOL, "request_id is in use");
-            return false;
-        }
+    if (req_find(c, id) != NULL) {
+        /* Also a stream answered early with ERROR: its id is busy until its END. */
+        send_error(c, id, DKD_WIRE_E_PROTOCOL, "request_id is in use");
+        return false;
     }
     if (atomic_load_explicit(&srv->stop, memory_order_relaxed) && c->draining) {
         send_error(c, id, DKD_WIRE_E_SHUTTING_DOWN, "server is shutting down");
@@ -879,13 +873,26 @@ static void add_stat(dkd_wire_stat *st, size_t *n, const char *name, uint64_t v)
     (*n)++;
 }
 
+typedef struct stat_ctx {
+    dkd_wire_stat *st;
+    size_t n, max;
+} stat_ctx;
+
+static void add_extra(void *ctx, const char *name, uint64_t v)
+{
+    stat_ctx *sc = ctx;
+    if (sc->n < sc->max) {
+        add_stat(sc->st, &sc->n, name, v);
+    }
+}
+
 static void answer_stats(conn *c, uint32_t id)
 {
     dkd__server_stats s;
     dkd__server_stats_get(c->w->srv, &s);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    dkd_wire_stat st[40];
+    dkd_wire_stat st[64];
     size_t n = 0;
     add_stat(st, &n, "connections", s.connections_open);
     add_stat(st, &n, "connections_total", s.connections_total);
@@ -914,6 +921,12 @@ static void answer_stats(conn *c, uint32_t id)
     add_stat(st, &n, "process.cpu_system_us",
              (uint64_t)ru.ru_stime.tv_sec * 1000000 + (uint64_t)ru.ru_stime.tv_usec);
     add_stat(st, &n, "process.max_rss_kib", (uint64_t)ru.ru_maxrss);
+    dkd__server *srv = c->w->srv;
+    if (srv->cfg.extra_stats != NULL) {
+        stat_ctx sc = {st, n, sizeof st / sizeof st[0]};
+        srv->cfg.extra_stats(srv->cfg.extra_stats_arg, add_extra, &sc);
+        n = sc.n;
+    }
     dkd_wire_put_stats_reply(&c->pend, id, st, n);
     conn_queued(c);
 }
