@@ -818,9 +818,11 @@ static void lint_values(lint *l, const lint_tag *tags, size_t n, const uint8_t *
     }
     bool ed = false;
     t = find_tag(tags, n, "k");
-    if (t == NULL) {
+    if (t == NULL && syntax_ok) {
         report(l, DKD_LINT_INFO, "k-default", dkd__span_str(""), 0,
                "no k=: the key type defaults to rsa");
+    } else if (t == NULL) {
+        /* k= itself may be the broken tag: reported above as a syntax error. */
     } else if (dkd__span_eq_str_nocase(t->value, "ed25519")) {
         ed = true;
     } else if (!dkd__span_eq_str_nocase(t->value, "rsa")) {
