@@ -87,7 +87,7 @@ for set in rsa2048 mixed; do
         "$build/bench/corpus-bench" "$dir" --min-time 0 --min-passes 1 | grep -v '^#' \
             >"$tmp/verdicts.dkimd"
         agree="dkimd: $(awk '{ print $2 }' "$tmp/verdicts.dkimd" | sort | uniq -c | \
-            awk '{ printf "%s%s=%s", NR > 1 ? "," : "", $2, $1 }')"
+            awk '{ printf "%s%s=%s", (NR > 1 ? "," : ""), $2, $1 }')"
         dkimd=$(median_rate "$build/bench/corpus-bench" "$dir")
         odkim=-
         ratio_o=-
