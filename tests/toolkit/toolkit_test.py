@@ -11,17 +11,22 @@
   and for unsigned mail;
 - the DNS paths of check-record and explain against a real unbound on 127.0.0.1.
 
-usage: toolkit_test.py DKIMCTL    (stdlib only, plus python3-dkim)
+- explain --socket through a running dkimd (when the build has the daemon).
+
+usage: toolkit_test.py DKIMCTL [DKIMD]    (stdlib only, plus python3-dkim)
 """
 import json
 import os
 import re
+import socket
 import stat
 import subprocess
 import sys
 import tempfile
+import time
 
 DKIMCTL = sys.argv[1]
+DKIMD = sys.argv[2] if len(sys.argv) > 2 else None
 ROOT = os.environ.get("DKD_SOURCE_ROOT",
                       os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 SAMPLES = os.path.join(ROOT, "samples")
@@ -437,6 +442,60 @@ def test_dns(tmp, jr, je, rsa, other_zone_lines):
               "explain over DNS: key-not-found names the query", out + err)
 
 
+def test_socket(tmp):
+    """explain --socket asks a dkimd we start (and always stop) on a temporary socket."""
+    rc, out, _ = run("explain", "--help")
+    if "--socket" not in out:
+        check(DKIMD is None, "explain has --socket when the daemon and client are built")
+        return
+    if DKIMD is None:
+        print("SKIP explain --socket: this build has no dkimd")
+        return
+    path = os.path.join(tmp, "dkimd.sock")
+    log = open(os.path.join(tmp, "dkimd.log"), "wb")
+    p = subprocess.Popen([DKIMD, "--socket", path, "--zone", os.path.join(SAMPLES, "keys.zone"),
+                          "--workers", "1"], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 20
+        up = False
+        while time.time() < deadline and p.poll() is None and not up:
+            try:
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.connect(path)
+                s.close()
+                up = True
+            except OSError:
+                time.sleep(0.05)
+        check(up, "dkimd listens for explain --socket")
+        if not up:
+            return
+        for name in ("01-pass-rsa2048.eml", "05-fail-wrong-key.eml", "03-none-unsigned.eml",
+                     "06-permerror-key-missing.eml"):
+            f = os.path.join(SAMPLES, name)
+            rc1, viad, err = run("explain", "--socket", path, "--json", f)
+            rc2, local, _ = run("explain", "--zone", os.path.join(SAMPLES, "keys.zone"),
+                                "--json", f)
+            a, b = json.loads(viad or "{}"), json.loads(local)
+            same = rc1 == 0 and [(x["result"], x["reason"], x["cause"]) for x in
+                                 a.get("signatures", [])] == \
+                [(x["result"], x["reason"], x["cause"]) for x in b["signatures"]]
+            check(same and a.get("authentication_results", "").startswith(
+                "Authentication-Results:"), "explain --socket %s equals in-process" % name,
+                viad + err)
+        rc, _, err = run("explain", "--socket", path, "--zone", "x", f)
+        check(rc == 2, "--socket excludes --zone", err)
+        rc, _, err = run("explain", "--socket", os.path.join(tmp, "none.sock"), f)
+        check(rc == 1, "explain --socket: no daemon is 1", err)
+    finally:
+        p.terminate()
+        try:
+            p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        log.close()
+
+
 def main():
     with tempfile.TemporaryDirectory(prefix="dkd-toolkit-") as tmp:
         test_help_and_usage()
@@ -445,6 +504,7 @@ def main():
         lint_zone = test_check_record(tmp, jr, je, rsa, ed)
         test_explain(tmp, lint_zone, rsa)
         test_dns(tmp, jr, je, rsa, None)
+        test_socket(tmp)
     print("%d passed, %d failed" % (passed, failed))
     return 1 if failed else 0
 
