@@ -640,78 +640,54 @@ __attribute__((format(printf, 3, 4))) static void set_err(char *err, size_t err_
 }
 
 /*
- * apply_options hands each "name: value" to ub_ctx_set_option. Some options cannot be
- * set that way (local-zone, local-data, forward-zone...: ub_ctx_set_option only knows the
- * single-valued "server:" settings); those are written to a temporary unbound.conf read
- * with ub_ctx_config, which accepts everything the server's configuration does.
+ * apply_options writes the "name: value" options into a temporary unbound.conf under
+ * "server:" and reads it with ub_ctx_config. Not ub_ctx_set_option: it takes only some
+ * options, and in libunbound 1.17 it accepts "local-zone: test. nodefault" but ignores
+ * the nodefault (the RFC 6761 zone stays), while the configuration file reader applies
+ * it. So the options mean exactly what they mean in unbound.conf.
  */
 static bool apply_options(struct ub_ctx *ub, const dkd_resolver_config *cfg, char *err,
                           size_t err_len)
 {
-    char path[] = "/tmp/dkimd-unbound-XXXXXX";
-    FILE *conf = NULL;
-    bool ok = true;
-    for (size_t i = 0; i < cfg->noptions && ok; i++) {
+    if (cfg->noptions == 0) {
+        return true;
+    }
+    for (size_t i = 0; i < cfg->noptions; i++) {
         const char *opt = cfg->options[i];
         const char *colon = strchr(opt, ':');
-        if (colon == NULL || colon == opt) {
-            set_err(err, err_len, "resolver option '%s': want 'name: value'", opt);
-            ok = false;
-            break;
+        /* A line break would let an option open another section of the file. */
+        if (colon == NULL || colon == opt || strpbrk(opt, "\r\n") != NULL) {
+            set_err(err, err_len, "resolver option '%s': want 'name: value' on one line", opt);
+            return false;
         }
-        char name[128];
-        size_t nlen = (size_t)(colon - opt);
-        while (nlen > 0 && (opt[nlen - 1] == ' ' || opt[nlen - 1] == '\t')) {
-            nlen--;
-        }
-        if (nlen + 2 > sizeof name) {
-            set_err(err, err_len, "resolver option '%s': name too long", opt);
-            ok = false;
-            break;
-        }
-        memcpy(name, opt, nlen);
-        name[nlen] = ':';
-        name[nlen + 1] = '\0';
-        const char *value = colon + 1;
-        while (*value == ' ' || *value == '\t') {
-            value++;
-        }
-        if (ub_ctx_set_option(ub, name, value) == 0) {
-            continue;
-        }
-        if (conf == NULL) {
-            int fd = mkstemp(path);
-            conf = fd >= 0 ? fdopen(fd, "w") : NULL;
-            if (conf == NULL) {
-                set_err(err, err_len, "resolver options: cannot write %s: %s", path,
-                        strerror(errno));
-                if (fd >= 0) {
-                    close(fd);
-                    unlink(path);
-                }
-                return false;
-            }
-            fputs("server:\n", conf);
-        }
-        fprintf(conf, "\t%s\n", opt);
     }
-    if (conf != NULL) {
-        bool wrote = fflush(conf) == 0;
-        fclose(conf);
-        if (ok && wrote) {
-            int rc = ub_ctx_config(ub, path);
-            if (rc != 0) {
-                set_err(err, err_len, "resolver options: libunbound refused them (%s)",
-                        ub_strerror(rc));
-                ok = false;
-            }
-        } else if (ok) {
-            set_err(err, err_len, "resolver options: cannot write %s", path);
-            ok = false;
+    char path[] = "/tmp/dkimd-unbound-XXXXXX";
+    int fd = mkstemp(path);
+    FILE *conf = fd >= 0 ? fdopen(fd, "w") : NULL;
+    if (conf == NULL) {
+        set_err(err, err_len, "resolver options: cannot write a temporary file: %s",
+                strerror(errno));
+        if (fd >= 0) {
+            close(fd);
+            unlink(path);
         }
-        unlink(path);
+        return false;
     }
-    return ok;
+    fputs("server:\n", conf);
+    for (size_t i = 0; i < cfg->noptions; i++) {
+        fprintf(conf, "\t%s\n", cfg->options[i]);
+    }
+    bool wrote = fflush(conf) == 0;
+    wrote = fclose(conf) == 0 && wrote;
+    int rc = wrote ? ub_ctx_config(ub, path) : UB_READFILE;
+    unlink(path);
+    if (rc != 0) {
+        set_err(err, err_len, "resolver option%s %s%s: libunbound refused %s (%s)",
+                cfg->noptions > 1 ? "s" : "", cfg->options[0], cfg->noptions > 1 ? ", ..." : "",
+                cfg->noptions > 1 ? "them" : "it", ub_strerror(rc));
+        return false;
+    }
+    return true;
 }
 
 static bool setup_ub(dkd_resolver *r, const dkd_resolver_config *cfg, char *err,

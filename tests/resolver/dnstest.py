@@ -9,8 +9,10 @@
   port and stops it on exit (context manager).
 - Responder(mode): a misbehaving DNS server (UDP and TCP on one port): 'servfail' answers
   every query with SERVFAIL, 'silent' never answers, 'truncate' sets TC over UDP and
-  closes TCP connections, 'truncate-ok' sets TC over UDP and answers over TCP with a
-  record too large for UDP (the oversize case), counting the queries it saw.
+  closes TCP connections, 'truncate-ok' sets TC over UDP and answers over TCP with its
+  record (a large one is the oversize case), 'switch' answers its record with TTL 0
+  until asked for a name starting with the label 'switch-off', then SERVFAILs; each
+  counts the queries it saw.
 
 Standard library only.
 """
@@ -303,6 +305,8 @@ class Responder:
             end += req[end] + 1
         question = req[12:end + 5]
         rd = flags & 0x0100
+        if self.mode == "switch" and b"\x0aswitch-off" in question:
+            self.mode = "servfail"
         if self.mode == "servfail":
             return struct.pack(">HHHHHH", qid, 0x8080 | rd | 2, 1, 0, 0, 0) + question
         if self.mode in ("truncate", "truncate-ok") and not tcp:
@@ -312,7 +316,10 @@ class Responder:
         # Full answer (TCP in truncate-ok): one TXT record of many strings.
         rdata = b"".join(bytes([len(self.txt[i:i + 255])]) + self.txt[i:i + 255]
                          for i in range(0, len(self.txt), 255))
-        ans = b"\xc0\x0c" + struct.pack(">HHIH", 16, 1, 60, len(rdata)) + rdata
+        # 'switch' answers with TTL 0 so that libunbound does not cache: the test's
+        # refreshes must reach this server.
+        ttl = 0 if self.mode == "switch" else 60
+        ans = b"\xc0\x0c" + struct.pack(">HHIH", 16, 1, ttl, len(rdata)) + rdata
         return struct.pack(">HHHHHH", qid, 0x8480 | rd, 1, 1, 0, 0) + question + ans
 
     def __enter__(self):

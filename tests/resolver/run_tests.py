@@ -1,0 +1,65 @@
+#!/usr/bin/python3
+"""Starts the DNS servers the resolver's C tests talk to, runs them, stops the servers.
+
+usage: run_tests.py TEST_BINARY SOURCE_ROOT
+
+Servers (all on 127.0.0.1, free ports, stopped on exit whatever happens):
+  unbound     samples/keys.zone plus the records below, query log for counting;
+              names under slow.example. are delegated to the silent responder
+  responders  servfail, silent, truncate (TC over UDP, TCP closed), truncate-ok
+              (TC over UDP, a key over TCP), oversize (TC over UDP, a 16 KB record over
+              TCP), switch (a key with TTL 0 until asked for switch-off.*, then SERVFAIL)
+The test binary gets the ports and the log path in DKD_* variables.
+A missing unbound binary is a skip (77) only when it is genuinely not installed.
+"""
+
+import os
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import dnstest  # noqa: E402
+
+ED25519 = b"v=DKIM1; k=ed25519; p=2fZ87ldu4Iw2BkvY4osaII5uJf31kXDb0ccMyE/cH/o="
+
+
+def main():
+    binary, root = sys.argv[1], sys.argv[2]
+    if not os.path.exists(dnstest.UNBOUND):
+        print("unbound is not installed (apt install unbound)")
+        return 77
+    zone = os.path.join(root, "samples", "keys.zone")
+    records, _ = dnstest.read_zone(zone)
+    records += [
+        ("multi._domainkey.example.com.", 3600, b"v=DKIM1; k=rsa; p=not!base64"),
+        ("multi._domainkey.example.com.", 3600, ED25519),
+        ("ttl._domainkey.example.com.", 1, ED25519),
+        ("sel._domainkey.corp.test.", 3600, ED25519),
+    ]
+    cnames = [("alias._domainkey.example.com.", "ed25519._domainkey.example.com.", 3600)]
+    extra = ["local-data: 'nodata._domainkey.example.com. 3600 IN A 192.0.2.1'"]
+    rsa_record = [d for o, t, d in records if o == "rsa2048._domainkey.example.com."][0]
+    with dnstest.Responder("servfail") as sf, \
+            dnstest.Responder("silent") as silent, \
+            dnstest.Responder("truncate") as trunc, \
+            dnstest.Responder("truncate-ok", txt=rsa_record) as trunc_ok, \
+            dnstest.Responder("truncate-ok", txt=b"v=DKIM1; k=rsa; p=" + b"A" * 16000) as big, \
+            dnstest.Responder("switch", txt=ED25519) as switch, \
+            dnstest.Unbound(records, extra=extra, cnames=cnames,
+                            stubs=[("slow.example.", silent.port)]) as ub:
+        env = dict(os.environ,
+                   DKD_DNS_PORT=str(ub.port), DKD_DNS_LOG=ub.log,
+                   DKD_SERVFAIL_PORT=str(sf.port), DKD_SILENT_PORT=str(silent.port),
+                   DKD_TRUNC_PORT=str(trunc.port), DKD_TRUNC_OK_PORT=str(trunc_ok.port),
+                   DKD_BIG_PORT=str(big.port), DKD_SWITCH_PORT=str(switch.port),
+                   DKD_SAMPLES=os.path.join(root, "samples"))
+        rc = subprocess.run([binary] + sys.argv[3:], env=env, timeout=600).returncode
+        print("responder queries: servfail %d, silent %d, truncate %d, truncate-ok %d, "
+              "oversize %d, switch %d; unbound %d"
+              % (sf.count, silent.count, trunc.count, trunc_ok.count, big.count,
+                 switch.count, ub.queries()))
+        return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
