@@ -132,6 +132,12 @@ class Conn:
         self.s.close()
 
 
+def latin1_fallback(b):
+    """UTF-8, with each invalid byte read as Latin-1: what dkimctl's JSON writes."""
+    t = b.decode("utf-8", "surrogateescape")
+    return "".join(chr(ord(ch) - 0xDC00) if 0xDC80 <= ord(ch) <= 0xDCFF else ch for ch in t)
+
+
 def parse_result(p):
     off = 0
 
@@ -145,7 +151,7 @@ def parse_result(p):
 
     def str16():
         (n,) = struct.unpack(">H", take(2))
-        return take(n).decode("utf-8", "replace")
+        return latin1_fallback(take(n))
 
     (nsigs,) = struct.unpack(">H", take(2))
     sigs = []
@@ -158,7 +164,7 @@ def parse_result(p):
             sig[name] = str16()
         sigs.append(sig)
     (alen,) = struct.unpack(">I", take(4))
-    authres = take(alen).decode("utf-8", "replace")
+    authres = latin1_fallback(take(alen))
     if off != len(p):
         raise ValueError("trailing bytes in RESULT")
     return sigs, authres
@@ -182,9 +188,10 @@ def parse_stats(p):
 
 
 def load_reasons(root):
+    """Reason codes by number, from the X-macro list of reason.h (its order is the enum's;
+    the comment line above the list does not start with whitespace + X)."""
     text = open(os.path.join(root, "engine", "include", "dkimd", "reason.h")).read()
-    return re.findall(r'X\((\w+), "([a-z0-9-]+)"', text) and \
-        [code for _, code in re.findall(r'X\((\w+), "([a-z0-9-]+)"', text)]
+    return re.findall(r'^\s+X\([A-Z0-9_]+, "([a-z0-9-]+)"', text, re.M)
 
 
 def summary(sigs, authres):
@@ -429,7 +436,7 @@ def t_stream(dkimd, dkimctl, root, tmp):
         dt = time.time() - t0
         hwm = d.vm("VmHWM")
         c.close()
-        ok = f is not None and f[0] == RESULT and parse_result(f[1])[0][0]["result"] == "pass"
+        ok = f is not None and f[0] == RESULT and parse_result(f[2])[0][0]["result"] == "pass"
         check(ok, "stream: 50 MB streamed message verifies (pass) in %.2f s" % dt)
         print("    daemon VmRSS before %.1f MB, VmHWM after %.1f MB, message %.0f MB" %
               (rss0 / 1e6, hwm / 1e6, len(msg) / 1e6))
@@ -716,17 +723,17 @@ def t_resolver_sigterm(dkimd, dkimctl, root, tmp):
             c.send(frame(VERIFY, 1, options() + sample))
             f = c.read()
             dt = time.time() - t0
-            ok = f is not None and f[0] == RESULT and parse_result(f[1])[0][0]["result"] == "pass"
+            ok = f is not None and f[0] == RESULT and parse_result(f[2])[0][0]["result"] == "pass"
             check(ok and dt >= 0.35, "resolver: key from a slow DNS server, pass after %.2f s"
                   % dt)
             t0 = time.time()
             c.send(frame(VERIFY, 2, options() + bh))
             f = c.read()
             dt = time.time() - t0
-            sig = parse_result(f[1])[0][0] if f is not None and f[0] == RESULT else {}
+            sig = parse_result(f[2])[0][0] if f is not None and f[0] == RESULT else {}
             check(sig.get("result") == "temperror" and sig.get("reason") == "dns-timeout" and
                   1.3 < dt < 5, "resolver: unanswered key -> temperror dns-timeout at the "
-                  "1.5 s key deadline (after %.2f s)" % dt)
+                  "1.5 s key deadline (after %.2f s: %s %s)" % (dt, sig.get("result"), sig.get("reason")))
             st = stats(d.path)
             check("keycache.misses" in st and st.get("engine.key_timeouts", 0) >= 1,
                   "stats carry resolver and deadline counters")
@@ -747,7 +754,7 @@ def t_resolver_sigterm(dkimd, dkimctl, root, tmp):
                 f = c.read()
                 if f is None:
                     break
-                if f[0] == RESULT and parse_result(f[1])[0][0]["result"] == "pass":
+                if f[0] == RESULT and parse_result(f[2])[0][0]["result"] == "pass":
                     seen.add(f[1])
             answered += len(seen)
             c.close()
