@@ -974,6 +974,9 @@ static int verify_once(dkd_client *c, const uint8_t *msg, size_t len,
     if (rc != 0) {
         return rc;
     }
+    if (len > c->lim.max_message) {
+        return DKD_CLIENT_ERR_TOO_LARGE; /* the server would refuse it after the upload */
+    }
     uint32_t req = 0;
     if (len <= dkd_client_max_whole(c, opts)) {
         rc = submit_verify(c, DKD_WIRE_VERIFY, msg, len, opts, wait_verify_done, w, &req);

@@ -25,6 +25,8 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/wait.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <dkimd/client.h>
@@ -776,6 +778,170 @@ static void test_errors(void **state)
     (void)state;
 }
 
+/* ---- against the real dkimd (DKD_DKIMD = its path, set by meson once it is built) ---- */
+
+static pid_t daemon_pid = -1;
+
+static pid_t daemon_start(const char *bin, const char *sock)
+{
+    char zone[4096];
+    snprintf(zone, sizeof zone, "%s/samples/keys.zone", root());
+    unlink(sock);
+    pid_t pid = fork();
+    if (pid == 0) {
+        execl(bin, bin, "--socket", sock, "--zone", zone, "--workers", "2", "--max-inflight",
+              "64", "--max-chunk", "65536", "--max-message", "16m", "--authserv-id",
+              "daemon.example", (char *)NULL);
+        _exit(127);
+    }
+    assert_true(pid > 0);
+    /* Wait for the socket: up to 10 s. */
+    for (int k = 0; k < 1000; k++) {
+        dkd_client *c;
+        if (dkd_client_connect(sock, &c) == 0) {
+            dkd_client_close(c);
+            return pid;
+        }
+        usleep(10000);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    fail_msg("dkimd did not start listening on %s", sock);
+    return -1;
+}
+
+static void daemon_stop(pid_t pid)
+{
+    int st;
+    kill(pid, SIGTERM);
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+static void test_real_daemon(void **state)
+{
+    const char *bin = getenv("DKD_DKIMD");
+    if (bin == NULL || access(bin, X_OK) != 0) {
+        skip(); /* dkimd not built in this tree */
+    }
+    char sock[108];
+    snprintf(sock, sizeof sock, "/tmp/dkd-client-test-%d.sock", (int)getpid());
+    daemon_pid = daemon_start(bin, sock);
+    dkd_client *c;
+    assert_int_equal(dkd_client_connect(sock, &c), 0);
+    dkd_client_limits lim = dkd_client_get_limits(c);
+    assert_int_equal(lim.max_inflight, 64);
+    assert_int_equal(lim.max_chunk, 65536);
+
+    /* Blocking, whole messages: the daemon's verdicts are the engine's. */
+    dkd_client_opts o = opts_now;
+    o.authserv_id = "mx.example.net";
+    for (size_t k = 0; k < nsamples; k++) {
+        dkd_client_result *r;
+        int rc = dkd_client_verify(c, samples[k].msg, samples[k].len, &o, &r);
+        if (rc != 0) {
+            fail_msg("%s: %s", samples[k].name, dkd_client_strerror(rc));
+        }
+        expect_same(r, samples[k].msg, samples[k].len, "mx.example.net");
+        dkd_client_result_free(r);
+    }
+
+    /* Over --max-message: refused. */
+    size_t blen;
+    uint8_t *big = big_message(&samples[0], (size_t)lim.max_message + 1, &blen);
+    dkd_client_result *r;
+    assert_int_equal(dkd_client_verify(c, big, blen, &opts_now, &r), DKD_CLIENT_ERR_TOO_LARGE);
+    free(big);
+
+    /* Async streaming of 5 MB in 64 KiB pieces, keeping at most ~1 MiB queued. */
+    big = big_message(&samples[1], 5u << 20, &blen);
+    size_t hlen = dkd_split_message(big, blen);
+    job sj = {.order = -1};
+    uint32_t id;
+    completions = 0;
+    assert_int_equal(dkd_client_begin(c, big, hlen, &opts_now, job_done, &sj, &id), 0);
+    for (size_t off = hlen; off < blen;) {
+        size_t n = blen - off < 65536 ? blen - off : 65536;
+        assert_int_equal(dkd_client_body(c, id, big + off, n), 0);
+        off += n;
+        while (dkd_client_queued(c) > (1u << 20)) {
+            struct pollfd p = {.fd = dkd_client_fd(c), .events = dkd_client_events(c)};
+            assert_true(poll(&p, 1, 10000) > 0);
+            assert_true(dkd_client_process(c) >= 0);
+        }
+    }
+    assert_int_equal(dkd_client_end(c, id), 0);
+    run_until(c, 1);
+    assert_int_equal(sj.status, 0);
+    expect_same(sj.r, big, blen, "daemon.example");
+    dkd_client_result_free(sj.r);
+    free(big);
+
+    /* Async, pipelined to the daemon's depth, answers in any order. */
+    enum { N = 1000 };
+    job *jobs = calloc(N, sizeof *jobs);
+    completions = 0;
+    int submitted = 0;
+    while (submitted < N) {
+        job *j = &jobs[submitted];
+        j->sample = (size_t)submitted % nsamples;
+        j->order = -1;
+        int rc = dkd_client_submit(c, samples[j->sample].msg, samples[j->sample].len, &opts_now,
+                                   job_done, j);
+        if (rc == DKD_CLIENT_ERR_BUSY) {
+            run_until(c, completions + 1);
+            continue;
+        }
+        assert_int_equal(rc, 0);
+        submitted++;
+    }
+    run_until(c, N);
+    for (int k = 0; k < N; k++) {
+        assert_int_equal(jobs[k].status, 0);
+        expect_same(jobs[k].r, samples[jobs[k].sample].msg, samples[jobs[k].sample].len,
+                    "daemon.example");
+        dkd_client_result_free(jobs[k].r);
+    }
+    free(jobs);
+
+    dkd_client_counters *st;
+    assert_int_equal(dkd_client_stats(c, &st), 0);
+    bool served = false;
+    for (size_t k = 0; k < st->count; k++) {
+        if (strcmp(st->v[k].name, "requests_served") == 0) {
+            served = st->v[k].value >= N + nsamples + 1;
+        }
+    }
+    assert_true(served);
+    dkd_client_counters_free(st);
+
+    /* The daemon restarts under the client: the next blocking call gets through. */
+    daemon_stop(daemon_pid);
+    daemon_pid = daemon_start(bin, sock);
+    assert_int_equal(dkd_client_verify(c, samples[0].msg, samples[0].len, &opts_now, &r), 0);
+    expect_same(r, samples[0].msg, samples[0].len, "daemon.example");
+    dkd_client_result_free(r);
+    assert_int_equal(dkd_client_ping(c), 0);
+
+    dkd_client_close(c);
+    daemon_stop(daemon_pid);
+    daemon_pid = -1;
+    unlink(sock);
+    (void)state;
+}
+
+static int kill_daemon(void **state)
+{
+    /* A failed test leaves the daemon running: never leave it behind. */
+    if (daemon_pid > 0) {
+        kill(daemon_pid, SIGKILL);
+        waitpid(daemon_pid, NULL, 0);
+        daemon_pid = -1;
+    }
+    (void)state;
+    return 0;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -785,6 +951,7 @@ int main(void)
         cmocka_unit_test(test_async_streams_interleaved),
         cmocka_unit_test(test_reconnect),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test_teardown(test_real_daemon, kill_daemon),
     };
     return cmocka_run_group_tests(tests, load_samples, free_samples);
 }
