@@ -1070,8 +1070,11 @@ static void conn_process(conn *c)
         c->rbuf = nb;
         c->rcap = need;
         c->charged += extra;
-    } else if (c->rcap > RBUF_BASE && c->rlen <= RBUF_BASE && need <= RBUF_BASE) {
-        /* The big frame is done: give the memory back. */
+    } else if (c->rcap > srv->cfg.max_body_chunk + DKD_WIRE_HEADER_LEN &&
+               c->rlen <= RBUF_BASE && need <= RBUF_BASE) {
+        /* A whole-message frame is done: give its memory back. A buffer that only grew
+         * to the body chunk size is kept, or a client streaming chunks a little over
+         * 64 KiB would make us reallocate on every frame. */
         uint8_t *nb = realloc(c->rbuf, RBUF_BASE);
         if (nb != NULL) {
             c->rbuf = nb;
