@@ -21,7 +21,8 @@
 #include <dkimd/engine.h>
 #include <dkimd/resolver.h>
 
-namespace {
+namespace
+{
 
 const char *bench_dns()
 {

@@ -28,14 +28,14 @@
 #include "span.h"
 
 typedef struct centry {
-    struct centry *hnext;        /* bucket chain */
-    struct centry *prev, *next;  /* LRU list, most recent at head */
+    struct centry *hnext;       /* bucket chain */
+    struct centry *prev, *next; /* LRU list, most recent at head */
     uint64_t hash;
     dkd_key *key;
-    int64_t expires;             /* ms */
-    int64_t stale_until;         /* ms; == expires when serve-stale does not apply */
-    bool stale;                  /* a stale stand-in (put_stale) */
-    char name[];                 /* lowercased */
+    int64_t expires;     /* ms */
+    int64_t stale_until; /* ms; == expires when serve-stale does not apply */
+    bool stale;          /* a stale stand-in (put_stale) */
+    char name[];         /* lowercased */
 } centry;
 
 typedef struct shard {

@@ -11,10 +11,10 @@
 #include <dkimd/engine.h>
 
 typedef struct dkd__keycache_cfg {
-    size_t max_entries;   /* over all shards; at least one per shard is kept */
+    size_t max_entries; /* over all shards; at least one per shard is kept */
     unsigned shards;
     uint32_t ttl_min, ttl_max, negative_ttl, tempfail_ttl, serve_stale; /* seconds */
-    int64_t (*clock_ms)(void *arg); /* NULL = CLOCK_MONOTONIC */
+    int64_t (*clock_ms)(void *arg);                                     /* NULL = CLOCK_MONOTONIC */
     void *clock_arg;
 } dkd__keycache_cfg;
 
@@ -25,7 +25,7 @@ enum dkd__cache_state {
     DKD__CACHE_MISS,  /* nothing usable: ask upstream */
     DKD__CACHE_HIT,   /* *key is the answer */
     DKD__CACHE_STALE, /* expired positive key within serve-stale: ask upstream, and keep
-                         *key to serve if the refresh fails temporarily */
+                       *key to serve if the refresh fails temporarily */
 };
 
 /* dkd__keycache_new aborts on allocation failure (set-up). */

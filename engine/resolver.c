@@ -35,9 +35,9 @@
 #include <dkimd/resolver.h>
 
 #include <errno.h>
-#include <stdarg.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -82,15 +82,15 @@ typedef struct waiter {
 } waiter;
 
 typedef struct query {
-    struct query *hnext;        /* in-flight table bucket (under mu) */
-    struct query *qnext;        /* submission queue (under mu) */
+    struct query *hnext;         /* in-flight table bucket (under mu) */
+    struct query *qnext;         /* submission queue (under mu) */
     struct query *aprev, *anext; /* active list (resolver thread only) */
     dkd_resolver *r;
-    waiter *waiters;            /* under mu */
-    dkd_key *stale;             /* expired key to serve if the refresh fails temporarily */
+    waiter *waiters; /* under mu */
+    dkd_key *stale;  /* expired key to serve if the refresh fails temporarily */
     int async_id;
-    int64_t deadline;           /* real monotonic ms */
-    char name[];                /* lowercased */
+    int64_t deadline; /* real monotonic ms */
+    char name[];      /* lowercased */
 } query;
 
 enum err_kind { ERR_NONE, ERR_NOTFOUND, ERR_SERVFAIL, ERR_TIMEOUT, ERR_BOGUS, ERR_SYNTAX };
@@ -214,8 +214,8 @@ static dkd_key *answer_from_records(char **data, const int *lens)
 }
 
 /* key_from_result turns what libunbound answered into a key; *ttl is the answer's TTL. */
-static dkd_key *key_from_result(const char *name, int err, struct ub_result *res,
-                                uint32_t *ttl, enum err_kind *kind)
+static dkd_key *key_from_result(const char *name, int err, struct ub_result *res, uint32_t *ttl,
+                                enum err_kind *kind)
 {
     *ttl = 0;
     if (err != 0 || res == NULL) {
@@ -354,10 +354,13 @@ static void submit(dkd_resolver *r, query *q)
     if (rc != 0) {
         /* libunbound's callback is never called when submission fails. */
         if (rc == UB_SYNTAX) {
-            finish(r, q, failure(DKD_REASON_KEY_NOT_FOUND, "not a valid DNS name: %s", q->name), 0, ERR_NOTFOUND);
+            finish(r, q, failure(DKD_REASON_KEY_NOT_FOUND, "not a valid DNS name: %s", q->name), 0,
+                   ERR_NOTFOUND);
         } else {
-            finish(r, q, failure(DKD_REASON_DNS_ERROR, "resolver error (%s) for %s",
-                                 ub_strerror(rc), q->name), 0, ERR_SERVFAIL);
+            finish(r, q,
+                   failure(DKD_REASON_DNS_ERROR, "resolver error (%s) for %s", ub_strerror(rc),
+                           q->name),
+                   0, ERR_SERVFAIL);
         }
         return;
     }
@@ -379,10 +382,14 @@ static void expire(dkd_resolver *r, int64_t now, bool all)
         active_unlink(r, q);
         ub_cancel(r->ub, q->async_id);
         if (all) {
-            finish(r, q, failure(DKD_REASON_DNS_ERROR, "resolver stopped before %s answered", q->name), 0, ERR_SERVFAIL);
+            finish(r, q,
+                   failure(DKD_REASON_DNS_ERROR, "resolver stopped before %s answered", q->name), 0,
+                   ERR_SERVFAIL);
         } else {
-            finish(r, q, failure(DKD_REASON_DNS_TIMEOUT, "no answer for %s within %u ms",
-                                 q->name, r->query_timeout_ms), 0, ERR_TIMEOUT);
+            finish(r, q,
+                   failure(DKD_REASON_DNS_TIMEOUT, "no answer for %s within %u ms", q->name,
+                           r->query_timeout_ms),
+                   0, ERR_TIMEOUT);
         }
     }
 }
@@ -495,7 +502,8 @@ static int lookup(dkd_resolver *r, const char *qname, callback cb)
         free(w);
         free(q);
         dkd_key_unref(cached);
-        dkd_key *k = failure(DKD_REASON_DNS_ERROR, "resolver stopped before %.120s answered", lower);
+        dkd_key *k =
+            failure(DKD_REASON_DNS_ERROR, "resolver stopped before %.120s answered", lower);
         if (k == NULL) {
             return DKD_ERR_NOMEM;
         }
@@ -571,8 +579,7 @@ static void blocking_done(void *arg, dkd_key *key)
     pthread_mutex_unlock(&bw->mu);
 }
 
-static int blocking_lookup(void *impl, const char *qname, dkd_key_done_fn done,
-                           void *done_arg)
+static int blocking_lookup(void *impl, const char *qname, dkd_key_done_fn done, void *done_arg)
 {
     blocking_wait bw = {.done = false, .key = NULL};
     pthread_mutex_init(&bw.mu, NULL);
@@ -690,8 +697,7 @@ static bool apply_options(struct ub_ctx *ub, const dkd_resolver_config *cfg, cha
     return true;
 }
 
-static bool setup_ub(dkd_resolver *r, const dkd_resolver_config *cfg, char *err,
-                     size_t err_len)
+static bool setup_ub(dkd_resolver *r, const dkd_resolver_config *cfg, char *err, size_t err_len)
 {
     r->ub = ub_ctx_create();
     if (r->ub == NULL) {

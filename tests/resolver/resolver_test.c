@@ -187,7 +187,7 @@ static void test_same_as_zone(void **state)
         "rsa2048._domainkey.example.com", /* two TXT strings: split record */
         "ed25519._domainkey.example.com", "rotated._domainkey.example.com",
         "revoked._domainkey.example.com", "typo._domainkey.example.com",
-        "rsa768._domainkey.example.com", "missing._domainkey.example.com",
+        "rsa768._domainkey.example.com",  "missing._domainkey.example.com",
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         dkd_key *zk = NULL;
@@ -461,9 +461,8 @@ static void test_coalescing(void **state)
     }
     dkd_keysrc src = dkd_resolver_keysrc(r);
     for (int i = 0; i < N; i++) {
-        assert_int_equal(src.lookup(src.impl, dkd_msg_key_name(slots[i].m, 0), msg_key_done,
-                                    &slots[i]),
-                         0);
+        assert_int_equal(
+            src.lookup(src.impl, dkd_msg_key_name(slots[i].m, 0), msg_key_done, &slots[i]), 0);
     }
     box_wait(&b, N);
     for (int i = 0; i < N; i++) {

@@ -64,18 +64,18 @@ typedef struct dkd_resolver_config {
      * "local-zone: test. nodefault"), applied before the mode's settings. */
     const char *options[DKD_RESOLVER_MAX_OPTIONS];
     size_t noptions;
-    const char *zone_path;          /* DKD_RESOLVER_ZONE: master file of key records */
+    const char *zone_path; /* DKD_RESOLVER_ZONE: master file of key records */
 
-    unsigned query_timeout_ms;      /* one DNS query, then dns-timeout (default 2000) */
-    unsigned message_deadline_ms;   /* all keys of one message (default 5000); applied
-                                       by the caller (daemon), exposed here */
-    size_t cache_entries;           /* cache bound (default 100000; 0 = no cache) */
-    unsigned cache_shards;          /* lock shards (default 16) */
-    uint32_t ttl_min, ttl_max;      /* answer TTL clamp, seconds (60, 86400) */
-    uint32_t negative_ttl;          /* NXDOMAIN/NODATA/bad records, seconds (300) */
-    uint32_t tempfail_ttl;          /* SERVFAIL/timeout/bogus, seconds (5) */
-    uint32_t serve_stale;           /* seconds an expired key may stand in when the
-                                       refresh fails temporarily (0 = off) */
+    unsigned query_timeout_ms;    /* one DNS query, then dns-timeout (default 2000) */
+    unsigned message_deadline_ms; /* all keys of one message (default 5000); applied
+                                     by the caller (daemon), exposed here */
+    size_t cache_entries;         /* cache bound (default 100000; 0 = no cache) */
+    unsigned cache_shards;        /* lock shards (default 16) */
+    uint32_t ttl_min, ttl_max;    /* answer TTL clamp, seconds (60, 86400) */
+    uint32_t negative_ttl;        /* NXDOMAIN/NODATA/bad records, seconds (300) */
+    uint32_t tempfail_ttl;        /* SERVFAIL/timeout/bogus, seconds (5) */
+    uint32_t serve_stale;         /* seconds an expired key may stand in when the
+                                     refresh fails temporarily (0 = off) */
     /* Cache clock in milliseconds (monotonic); NULL = CLOCK_MONOTONIC. For tests. The
      * per-query timeout always uses the real monotonic clock. */
     int64_t (*clock_ms)(void *clock_arg);
@@ -135,20 +135,20 @@ unsigned dkd_resolver_message_deadline_ms(const dkd_resolver *r);
 
 /* Counters since dkd_resolver_new. */
 struct dkd_resolver_stats {
-    uint64_t hits;          /* answered from the cache (positive or negative) */
-    uint64_t misses;        /* not in the cache (or expired) */
-    uint64_t coalesced;     /* misses that joined a query already in flight */
-    uint64_t queries;       /* queries sent upstream */
-    uint64_t evictions;     /* entries pushed out by the size bound */
-    uint64_t expiries;      /* entries dropped because their TTL passed */
-    uint64_t stale_served;  /* lookups answered with an expired key (serve-stale) */
-    uint64_t entries;       /* entries now in the cache */
+    uint64_t hits;         /* answered from the cache (positive or negative) */
+    uint64_t misses;       /* not in the cache (or expired) */
+    uint64_t coalesced;    /* misses that joined a query already in flight */
+    uint64_t queries;      /* queries sent upstream */
+    uint64_t evictions;    /* entries pushed out by the size bound */
+    uint64_t expiries;     /* entries dropped because their TTL passed */
+    uint64_t stale_served; /* lookups answered with an expired key (serve-stale) */
+    uint64_t entries;      /* entries now in the cache */
     /* Upstream answers by kind. */
-    uint64_t err_notfound;  /* NXDOMAIN or NODATA */
-    uint64_t err_servfail;  /* SERVFAIL and other server or libunbound failures */
-    uint64_t err_timeout;   /* past query_timeout_ms */
-    uint64_t err_bogus;     /* DNSSEC validation failed */
-    uint64_t err_syntax;    /* a record that is not a usable key */
+    uint64_t err_notfound; /* NXDOMAIN or NODATA */
+    uint64_t err_servfail; /* SERVFAIL and other server or libunbound failures */
+    uint64_t err_timeout;  /* past query_timeout_ms */
+    uint64_t err_bogus;    /* DNSSEC validation failed */
+    uint64_t err_syntax;   /* a record that is not a usable key */
 };
 
 /* dkd_resolver_stats sums the counters into out. Any thread. */
