@@ -104,6 +104,7 @@ static const char usage_text[] =
     "  --log FILE|stderr        log destination (reopened on SIGHUP)\n"
     "  --log-level LEVEL        err, warning, info or debug (re-read on SIGHUP)\n"
     "  --print-config           print the embedded default configuration and exit\n"
+    "  --check-config           parse the configuration and flags, then exit (0 = valid)\n"
     "  -h, --help               this text\n"
     "\n"
     "signals: SIGTERM/SIGINT stop accepting, answer requests in flight and exit;\n"
@@ -732,7 +733,7 @@ int main(int argc, char **argv)
         {"workers", required_argument, NULL, 0},
         {"zone", required_argument, NULL, 0},
         {"resolver", required_argument, NULL, 0},
-        {"resolv-conf", no_argument, NULL, 0},
+        {"resolv-conf", optional_argument, NULL, 0},
         {"resolver-option", required_argument, NULL, 0},
         {"trust-anchor", required_argument, NULL, 0},
         {"dns-timeout", required_argument, NULL, 0},
@@ -746,12 +747,13 @@ int main(int argc, char **argv)
         {"memory-budget", required_argument, NULL, 0},
         {"shutdown-timeout", required_argument, NULL, 0},
         {"authserv-id", required_argument, NULL, 0},
-        {"allow-sha1", no_argument, NULL, 0},
+        {"allow-sha1", optional_argument, NULL, 0},
         {"min-rsa-bits", required_argument, NULL, 0},
         {"max-signatures", required_argument, NULL, 0},
         {"log", required_argument, NULL, 0},
         {"log-level", required_argument, NULL, 0},
         {"print-config", no_argument, NULL, 0},
+        {"check-config", no_argument, NULL, 0},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -766,6 +768,7 @@ int main(int argc, char **argv)
     }
     /* Pass 1: --config, --help and --print-config, so the file applies before flags. */
     const char *config_path = NULL;
+    bool check_only = false;
     int c, idx;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "h", longopts, &idx)) != -1) {
@@ -775,6 +778,8 @@ int main(int argc, char **argv)
         }
         if (c == 0 && !strcmp(longopts[idx].name, "config")) {
             config_path = optarg;
+        } else if (c == 0 && !strcmp(longopts[idx].name, "check-config")) {
+            check_only = true;
         } else if (c == 0 && !strcmp(longopts[idx].name, "print-config")) {
             fputs(default_config, stdout);
             return 0;
@@ -801,7 +806,8 @@ int main(int argc, char **argv)
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", longopts, &idx)) != -1) {
         const char *name = longopts[idx].name;
-        if (!strcmp(name, "config") || !strcmp(name, "print-config")) {
+        if (!strcmp(name, "config") || !strcmp(name, "print-config") ||
+            !strcmp(name, "check-config")) {
             continue;
         }
         const char *why = apply(&s, name, optarg != NULL ? optarg : "yes");
@@ -813,6 +819,12 @@ int main(int argc, char **argv)
     if (s.zone != NULL && (s.n_resolvers > 0 || s.resolv_conf)) {
         fprintf(stderr, "dkimd: give either a zone or resolvers, not both\n");
         return 2;
+    }
+    if (check_only) {
+        printf("configuration ok\n");
+        free(config_text);
+        settings_free(&s);
+        return 0;
     }
     if (log_open(s.log_path) != 0) {
         fprintf(stderr, "dkimd: cannot open log %s: %s\n", s.log_path, strerror(errno));
