@@ -494,6 +494,12 @@ int dkd_sign(const dkd_signkey *key, const dkd_sign_opts *o, const uint8_t *msg,
             }
         }
     }
+    if (len > 0 && dkd__is_wsp(msg[0])) {
+        /* A continuation line with no field before it would fold into the signature we
+         * prepend and change it: refuse rather than sign what will not verify. */
+        set_err(err, err_len, "the message begins with a folded line, not a header field");
+        return DKD_ERR_SYNTAX;
+    }
     dkd_span m = dkd__span(msg, len);
     size_t hlen = dkd__hdr_block_len(m);
     dkd_field *fields = NULL;
