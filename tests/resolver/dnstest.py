@@ -180,8 +180,9 @@ def free_port():
 class Unbound:
     """unbound serving records (and extra local-data lines) on a free loopback port."""
 
-    def __init__(self, records, extra=(), cnames=(), stubs=()):
+    def __init__(self, records, extra=(), cnames=(), stubs=(), auth_zones=()):
         self.records, self.extra, self.cnames, self.stubs = records, list(extra), cnames, stubs
+        self.auth_zones = auth_zones
         self.dir = tempfile.mkdtemp(prefix="dkd-unbound-")
         self.port = free_port()
         self.log = os.path.join(self.dir, "unbound.log")
@@ -219,8 +220,14 @@ class Unbound:
         for zone, port in self.stubs:
             # Names answered by a misbehaving responder: the static zone must not cover them.
             lines.append('  local-zone: "%s" transparent' % zone)
+        for zone, _ in self.auth_zones:
+            # Served from a zone file (with its DNSSEC records) instead of local-data.
+            lines.append('  local-zone: "%s" transparent' % zone)
         for zone, port in self.stubs:
             lines += ["stub-zone:", '  name: "%s"' % zone, "  stub-addr: 127.0.0.1@%d" % port]
+        for zone, path in self.auth_zones:
+            lines += ["auth-zone:", '  name: "%s"' % zone, '  zonefile: "%s"' % path,
+                      "  for-downstream: yes", "  for-upstream: no"]
         return "\n".join(lines) + "\n"
 
     def __enter__(self):

@@ -140,10 +140,10 @@ static void test_ttl_classes(void **state)
     dkd_key *good = ok_key();
     dkd_key *nf = dkd_key_from_failure(DKD_REASON_KEY_NOT_FOUND, "x");
     dkd_key *tmp = dkd_key_from_failure(DKD_REASON_DNS_TIMEOUT, "x");
-    dkd__keycache_put(c, "short", good, 1);      /* clamped up to 60 s */
-    dkd__keycache_put(c, "long", good, 999999);  /* clamped down to 1 day */
-    dkd__keycache_put(c, "neg", nf, 999999);     /* negative: 300 s whatever the answer */
-    dkd__keycache_put(c, "tmp", tmp, 999999);    /* temporary: 5 s */
+    dkd__keycache_put(c, "short", good, 1);     /* clamped up to 60 s */
+    dkd__keycache_put(c, "long", good, 999999); /* clamped down to 1 day */
+    dkd__keycache_put(c, "neg", nf, 999999);    /* negative: 300 s whatever the answer */
+    dkd__keycache_put(c, "tmp", tmp, 999999);   /* temporary: 5 s */
     struct {
         const char *name;
         int64_t last_ms;
@@ -168,8 +168,13 @@ static void test_ttl_classes(void **state)
 static void test_serve_stale_window(void **state)
 {
     (void)state;
-    dkd__keycache_cfg cfg = {.max_entries = 10, .shards = 1, .ttl_min = 60, .ttl_max = 60,
-                             .negative_ttl = 300, .tempfail_ttl = 5, .serve_stale = 100,
+    dkd__keycache_cfg cfg = {.max_entries = 10,
+                             .shards = 1,
+                             .ttl_min = 60,
+                             .ttl_max = 60,
+                             .negative_ttl = 300,
+                             .tempfail_ttl = 5,
+                             .serve_stale = 100,
                              .clock_ms = test_clock};
     dkd__keycache *c = dkd__keycache_new(&cfg);
     dkd_key *good = ok_key();
@@ -296,8 +301,10 @@ static void test_threads(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_against_model),     cmocka_unit_test(test_ttl_classes),
-        cmocka_unit_test(test_serve_stale_window), cmocka_unit_test(test_bound_memory_flat),
+        cmocka_unit_test(test_against_model),
+        cmocka_unit_test(test_ttl_classes),
+        cmocka_unit_test(test_serve_stale_window),
+        cmocka_unit_test(test_bound_memory_flat),
         cmocka_unit_test(test_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -280,6 +280,45 @@ static void test_option_passthrough(void **state)
     assert_non_null(strstr(err, "not an address"));
 }
 
+/* DNSSEC: with sec.example.'s key as trust anchor, a correctly signed key record is
+ * marked secure, a record whose signature does not match is dnssec-bogus and never
+ * parsed, and names outside the anchor stay insecure. */
+static void test_dnssec(void **state)
+{
+    (void)state;
+    dkd_resolver_config rc;
+    dkd_resolver_config_init(&rc);
+    rc.trust_anchor = env("DKD_SEC_ANCHOR");
+    dkd_resolver *r = make_at(env("DKD_DNS_PORT"), &rc);
+    dkd_key *k = lookup(r, "good._domainkey.sec.example", NULL);
+    if (dkd_key_reason(k) != DKD_REASON_OK) {
+        fail_msg("good: %s (%s)", dkd_reason_code(dkd_key_reason(k)), dkd_key_detail(k));
+    }
+    assert_true(dkd_key_dnssec_secure(k));
+    dkd_key_unref(k);
+    k = lookup(r, "bad._domainkey.sec.example", NULL);
+    assert_int_equal(dkd_key_reason(k), DKD_REASON_DNSSEC_BOGUS);
+    printf("# bogus detail: %s\n", dkd_key_detail(k));
+    assert_false(dkd_key_dnssec_secure(k));
+    dkd_key_unref(k);
+    k = lookup(r, "ed25519._domainkey.example.com", NULL);
+    assert_int_equal(dkd_key_reason(k), DKD_REASON_OK);
+    assert_false(dkd_key_dnssec_secure(k));
+    dkd_key_unref(k);
+    struct dkd_resolver_stats st;
+    dkd_resolver_stats(r, &st);
+    assert_int_equal(st.err_bogus, 1);
+    dkd_resolver_free(r);
+
+    /* Without the anchor the same answers are plainly insecure. */
+    r = make("DKD_DNS_PORT");
+    k = lookup(r, "bad._domainkey.sec.example", NULL);
+    assert_int_equal(dkd_key_reason(k), DKD_REASON_OK);
+    assert_false(dkd_key_dnssec_secure(k));
+    dkd_key_unref(k);
+    dkd_resolver_free(r);
+}
+
 /* ---- the cache ---- */
 
 static void test_hit_costs_no_query(void **state)
@@ -648,6 +687,7 @@ int main(void)
         cmocka_unit_test(test_not_found),
         cmocka_unit_test(test_cname_and_several_records),
         cmocka_unit_test(test_option_passthrough),
+        cmocka_unit_test(test_dnssec),
         cmocka_unit_test(test_hit_costs_no_query),
         cmocka_unit_test(test_ttl),
         cmocka_unit_test(test_negative_cache),
