@@ -344,7 +344,8 @@ static int do_connect(dkd_client *c)
     c->out_off = 0;
 
     static const char name[] = "libdkimd/0.1.0";
-    dkd_wire_hello h = {.min_version = 1, .max_version = DKD_WIRE_VERSION,
+    dkd_wire_hello h = {.min_version = 1,
+                        .max_version = DKD_WIRE_VERSION,
                         .client_name = dkd__span(name, sizeof name - 1)};
     dkd_wire_put_hello(&c->out, 0, &h);
     int rc = dkd_wbuf_ok(&c->out) ? -ENOMEM : 0;
@@ -786,8 +787,8 @@ static int submit_verify(dkd_client *c, uint8_t type, const uint8_t *data, size_
     if ((rc = ensure_connected(c)) != 0) {
         return rc;
     }
-    size_t limit = type == DKD_WIRE_VERIFY ? dkd_client_max_whole(c, opts)
-                                           : c->lim.max_header_block;
+    size_t limit =
+        type == DKD_WIRE_VERIFY ? dkd_client_max_whole(c, opts) : c->lim.max_header_block;
     if (len > limit) {
         return DKD_CLIENT_ERR_TOO_LARGE;
     }
@@ -966,8 +967,8 @@ static size_t header_block_len(const uint8_t *p, size_t len)
     return len;
 }
 
-static int verify_once(dkd_client *c, const uint8_t *msg, size_t len,
-                       const dkd_client_opts *opts, waiter *w)
+static int verify_once(dkd_client *c, const uint8_t *msg, size_t len, const dkd_client_opts *opts,
+                       waiter *w)
 {
     int64_t deadline = deadline_of(c);
     int rc = ensure_connected(c);
@@ -1017,8 +1018,8 @@ static bool retryable(int rc)
            rc == -ECONNREFUSED || rc == -ENOENT || rc == -EPIPE || rc == -ECONNRESET;
 }
 
-int dkd_client_verify(dkd_client *c, const uint8_t *msg, size_t len,
-                      const dkd_client_opts *opts, dkd_client_result **result)
+int dkd_client_verify(dkd_client *c, const uint8_t *msg, size_t len, const dkd_client_opts *opts,
+                      dkd_client_result **result)
 {
     *result = NULL;
     if (c->in_process) {

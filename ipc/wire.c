@@ -252,11 +252,10 @@ bool dkd_wire_sig_next(dkd_span *cursor, dkd_wire_sig *o)
 {
     dkd_span s = *cursor;
     if (!get_u8(&s, &o->result) || !get_u8(&s, &o->dnssec) || !get_u16(&s, &o->reason) ||
-        !get_u16(&s, &o->flags) || !get_u32(&s, &o->key_bits) ||
-        !get_u64(&s, &o->body_signed) || !get_u64(&s, &o->body_total) ||
-        !get_str16(&s, &o->explanation) || !get_str16(&s, &o->detail) ||
-        !get_str16(&s, &o->d) || !get_str16(&s, &o->s) || !get_str16(&s, &o->i) ||
-        !get_str16(&s, &o->a) || !get_str16(&s, &o->b_prefix)) {
+        !get_u16(&s, &o->flags) || !get_u32(&s, &o->key_bits) || !get_u64(&s, &o->body_signed) ||
+        !get_u64(&s, &o->body_total) || !get_str16(&s, &o->explanation) ||
+        !get_str16(&s, &o->detail) || !get_str16(&s, &o->d) || !get_str16(&s, &o->s) ||
+        !get_str16(&s, &o->i) || !get_str16(&s, &o->a) || !get_str16(&s, &o->b_prefix)) {
         return false;
     }
     if (o->result > DKD_RESULT_TEMPERROR || o->dnssec > DKD_WIRE_DNSSEC_BOGUS ||
@@ -553,8 +552,8 @@ void dkd_wire_put_hello(dkd_wbuf *b, uint32_t request_id, const dkd_wire_hello *
 
 void dkd_wire_put_hello_ok(dkd_wbuf *b, uint32_t request_id, const dkd_wire_hello_ok *m)
 {
-    put_frame_header(b, DKD_WIRE_HELLO_OK, request_id, 4 + 4 + 8 + 4 + 4 + 4 + 1 +
-                                                           m->server_name.len);
+    put_frame_header(b, DKD_WIRE_HELLO_OK, request_id,
+                     4 + 4 + 8 + 4 + 4 + 4 + 1 + m->server_name.len);
     put_u8(b, m->version);
     static const uint8_t zero[3];
     dkd_wbuf_append(b, zero, 3);
@@ -607,8 +606,7 @@ void dkd_wire_put_verify_head(dkd_wbuf *b, uint8_t type, uint32_t request_id,
     }
 }
 
-void dkd_wire_put_verify(dkd_wbuf *b, uint8_t type, uint32_t request_id,
-                         const dkd_wire_verify *m)
+void dkd_wire_put_verify(dkd_wbuf *b, uint8_t type, uint32_t request_id, const dkd_wire_verify *m)
 {
     dkd_wire_put_verify_head(b, type, request_id, &m->opts, m->data.len);
     dkd_wbuf_append(b, m->data.ptr, m->data.len);
@@ -626,8 +624,8 @@ static size_t sig_len(const dkd_wire_sig *s)
            s->i.len + s->a.len + s->b_prefix.len;
 }
 
-void dkd_wire_put_result(dkd_wbuf *b, uint32_t request_id, const dkd_wire_sig *sigs,
-                         size_t nsigs, dkd_span authres)
+void dkd_wire_put_result(dkd_wbuf *b, uint32_t request_id, const dkd_wire_sig *sigs, size_t nsigs,
+                         dkd_span authres)
 {
     if (nsigs > UINT16_MAX || authres.len > UINT32_MAX) {
         b->err = true;

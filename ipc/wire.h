@@ -40,13 +40,13 @@ extern "C" {
 /* ---- constants ---- */
 
 enum {
-    DKD_WIRE_VERSION = 1,       /* the only protocol version defined so far */
-    DKD_WIRE_HEADER_LEN = 12,   /* bytes of a frame header */
+    DKD_WIRE_VERSION = 1,     /* the only protocol version defined so far */
+    DKD_WIRE_HEADER_LEN = 12, /* bytes of a frame header */
     /* A peer that has not yet received HELLO_OK limits frames to this payload size. */
     DKD_WIRE_PRE_HELLO_MAX = 4096,
-    DKD_WIRE_MAX_NAME = 255,    /* client/server name in HELLO/HELLO_OK */
+    DKD_WIRE_MAX_NAME = 255,     /* client/server name in HELLO/HELLO_OK */
     DKD_WIRE_MAX_AUTHSERV = 255, /* authserv-id option */
-    DKD_WIRE_MAX_PING = 256,    /* PING/PONG opaque data */
+    DKD_WIRE_MAX_PING = 256,     /* PING/PONG opaque data */
 };
 
 /* Frame types. Bit 0x80 set = sent by the server. */
@@ -67,14 +67,14 @@ enum dkd_wire_type {
 
 /* ERROR frame codes (u16 on the wire). request_id 0 = about the whole connection. */
 enum dkd_wire_errcode {
-    DKD_WIRE_E_MALFORMED = 1,    /* frame or payload does not follow PROTOCOL.md */
-    DKD_WIRE_E_VERSION = 2,      /* unsupported protocol version */
-    DKD_WIRE_E_TOO_LARGE = 3,    /* frame, message or header block over a limit */
-    DKD_WIRE_E_OVERLOADED = 4,   /* too many requests/connections/memory: retry later */
-    DKD_WIRE_E_SHUTTING_DOWN = 5, /* server is stopping: reconnect later */
+    DKD_WIRE_E_MALFORMED = 1,       /* frame or payload does not follow PROTOCOL.md */
+    DKD_WIRE_E_VERSION = 2,         /* unsupported protocol version */
+    DKD_WIRE_E_TOO_LARGE = 3,       /* frame, message or header block over a limit */
+    DKD_WIRE_E_OVERLOADED = 4,      /* too many requests/connections/memory: retry later */
+    DKD_WIRE_E_SHUTTING_DOWN = 5,   /* server is stopping: reconnect later */
     DKD_WIRE_E_UNKNOWN_REQUEST = 6, /* BODY/END for an id with no streamed request */
-    DKD_WIRE_E_INTERNAL = 7,     /* server-side failure; the request may be retried */
-    DKD_WIRE_E_PROTOCOL = 8,     /* frame not valid now: before HELLO, id in use, ... */
+    DKD_WIRE_E_INTERNAL = 7,        /* server-side failure; the request may be retried */
+    DKD_WIRE_E_PROTOCOL = 8,        /* frame not valid now: before HELLO, id in use, ... */
 };
 
 /* Verify option tags (TLV block of VERIFY / VERIFY_BEGIN), in the order they must appear. */
@@ -254,8 +254,7 @@ void dkd_wire_put_header(dkd_wbuf *b, const dkd_wire_header *hdr);
 void dkd_wire_put_hello(dkd_wbuf *b, uint32_t request_id, const dkd_wire_hello *m);
 void dkd_wire_put_hello_ok(dkd_wbuf *b, uint32_t request_id, const dkd_wire_hello_ok *m);
 /* type is DKD_WIRE_VERIFY (data = message) or DKD_WIRE_VERIFY_BEGIN (header block). */
-void dkd_wire_put_verify(dkd_wbuf *b, uint8_t type, uint32_t request_id,
-                         const dkd_wire_verify *m);
+void dkd_wire_put_verify(dkd_wbuf *b, uint8_t type, uint32_t request_id, const dkd_wire_verify *m);
 /*
  * dkd_wire_put_verify_head appends the header and the option block of a VERIFY or
  * VERIFY_BEGIN whose data_len bytes of data the caller sends next (writev), so a large
@@ -267,8 +266,8 @@ void dkd_wire_put_verify_head(dkd_wbuf *b, uint8_t type, uint32_t request_id,
 size_t dkd_wire_verify_head_len(const dkd_wire_verify_opts *opts);
 /* VERIFY_BODY, PING, PONG: the payload is data itself. VERIFY_END, STATS: empty. */
 void dkd_wire_put_data(dkd_wbuf *b, uint8_t type, uint32_t request_id, dkd_span data);
-void dkd_wire_put_result(dkd_wbuf *b, uint32_t request_id, const dkd_wire_sig *sigs,
-                         size_t nsigs, dkd_span authres);
+void dkd_wire_put_result(dkd_wbuf *b, uint32_t request_id, const dkd_wire_sig *sigs, size_t nsigs,
+                         dkd_span authres);
 void dkd_wire_put_stats_reply(dkd_wbuf *b, uint32_t request_id, const dkd_wire_stat *stats,
                               size_t count);
 void dkd_wire_put_error(dkd_wbuf *b, uint32_t request_id, uint16_t code, dkd_span message);

@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,7 +27,6 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
-#include <signal.h>
 #include <unistd.h>
 
 #include <dkimd/client.h>
@@ -165,9 +165,12 @@ static void handle(conn *c, const dkd_wire_header *h, dkd_span pl)
         assert_int_equal(h->type, DKD_WIRE_HELLO);
         assert_int_equal(dkd_wire_decode_hello(pl, &hh), 0);
         assert_int_equal(hh.min_version, 1);
-        dkd_wire_hello_ok ok = {.version = 1, .max_frame = f->max_frame,
-                                .max_message = 1ull << 32, .max_header_block = 65536,
-                                .max_inflight = f->max_inflight, .max_chunk = f->max_chunk,
+        dkd_wire_hello_ok ok = {.version = 1,
+                                .max_frame = f->max_frame,
+                                .max_message = 1ull << 32,
+                                .max_header_block = 65536,
+                                .max_inflight = f->max_inflight,
+                                .max_chunk = f->max_chunk,
                                 .server_name = dkd__span_str("fake")};
         dkd_wire_put_hello_ok(answer(c), 0, &ok);
         c->hello = true;
@@ -240,10 +243,9 @@ static void handle(conn *c, const dkd_wire_header *h, dkd_span pl)
         *st = (stream){0};
         break;
     case DKD_WIRE_STATS: {
-        dkd_wire_stat stats[2] = {{dkd__span_str("requests_served"),
-                                   (uint64_t)atomic_load(&f->served)},
-                                  {dkd__span_str("connections"),
-                                   (uint64_t)atomic_load(&f->connections)}};
+        dkd_wire_stat stats[2] = {
+            {dkd__span_str("requests_served"), (uint64_t)atomic_load(&f->served)},
+            {dkd__span_str("connections"), (uint64_t)atomic_load(&f->connections)}};
         dkd_wire_put_stats_reply(answer(c), h->request_id, stats, 2);
         break;
     }
@@ -316,7 +318,8 @@ static void *serve(void *arg)
 {
     fake *f = arg;
     for (;;) {
-        struct pollfd p[2] = {{.fd = f->lfd, .events = POLLIN}, {.fd = f->stop[0], .events = POLLIN}};
+        struct pollfd p[2] = {{.fd = f->lfd, .events = POLLIN},
+                              {.fd = f->stop[0], .events = POLLIN}};
         if (poll(p, 2, -1) < 0 || p[1].revents) {
             break;
         }
@@ -345,8 +348,7 @@ static fake *fake_start(uint32_t max_frame, uint32_t max_chunk, uint32_t max_inf
     cfg.clock = clock_of;
     cfg.clock_arg = &f->now;
     f->eng = dkd_engine_new(&cfg);
-    snprintf(f->path, sizeof f->path, "/tmp/dkd-client-test-%d-%p.sock", (int)getpid(),
-             (void *)f);
+    snprintf(f->path, sizeof f->path, "/tmp/dkd-client-test-%d-%p.sock", (int)getpid(), (void *)f);
     unlink(f->path);
     f->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
@@ -645,9 +647,8 @@ static void test_async_streams_interleaved(void **state)
         hlens[k] = dkd_split_message(msgs[k], lens[k]);
         off[k] = hlens[k];
         jobs[k] = (job){.sample = (size_t)k, .order = -1};
-        assert_int_equal(dkd_client_begin(c, msgs[k], hlens[k], &opts_now, job_done, &jobs[k],
-                                          &ids[k]),
-                         0);
+        assert_int_equal(
+            dkd_client_begin(c, msgs[k], hlens[k], &opts_now, job_done, &jobs[k], &ids[k]), 0);
     }
     /* Feed the streams round robin in odd-sized pieces (CR and LF may be split). */
     bool more = true;
@@ -713,8 +714,7 @@ static void test_reconnect(void **state)
     assert_int_equal(dkd_client_fd(c), -1);
     atomic_store(&f->mode, MODE_NORMAL);
     j = (job){.order = -1};
-    assert_int_equal(dkd_client_submit(c, samples[0].msg, samples[0].len, &opts_now, job_done,
-                                       &j),
+    assert_int_equal(dkd_client_submit(c, samples[0].msg, samples[0].len, &opts_now, job_done, &j),
                      0);
     run_until(c, 2);
     assert_int_equal(j.status, 0);
@@ -739,8 +739,7 @@ static void test_errors(void **state)
     assert_int_equal(dkd_client_ping(c), 0); /* a request error leaves the connection up */
 
     atomic_store(&f->mode, MODE_GARBAGE);
-    assert_int_equal(dkd_client_verify(c, samples[0].msg, 100, NULL, &r),
-                     DKD_CLIENT_ERR_BAD_REPLY);
+    assert_int_equal(dkd_client_verify(c, samples[0].msg, 100, NULL, &r), DKD_CLIENT_ERR_BAD_REPLY);
     assert_int_equal(dkd_client_fd(c), -1); /* a server we cannot understand is dropped */
 
     /* An early error on a stream: the library closes the stream itself (VERIFY_END), so
@@ -749,9 +748,8 @@ static void test_errors(void **state)
     job j = {.order = -1};
     uint32_t id;
     completions = 0;
-    assert_int_equal(dkd_client_begin(c, (const uint8_t *)"From: a\r\n", 9, NULL, job_done, &j,
-                                      &id),
-                     0);
+    assert_int_equal(
+        dkd_client_begin(c, (const uint8_t *)"From: a\r\n", 9, NULL, job_done, &j, &id), 0);
     assert_int_equal(dkd_client_body(c, id, (const uint8_t *)"x", 1), 0);
     run_until(c, 1);
     assert_int_equal(j.status, DKD_CLIENT_ERR_TOO_LARGE);
@@ -793,9 +791,9 @@ static pid_t daemon_start(const char *bin, const char *sock)
     unlink(sock);
     pid_t pid = fork();
     if (pid == 0) {
-        execl(bin, bin, "--socket", sock, "--zone", zone, "--workers", "2", "--max-inflight",
-              "64", "--max-chunk", "65536", "--max-message", "16m", "--authserv-id",
-              "daemon.example", (char *)NULL);
+        execl(bin, bin, "--socket", sock, "--zone", zone, "--workers", "2", "--max-inflight", "64",
+              "--max-chunk", "65536", "--max-message", "16m", "--authserv-id", "daemon.example",
+              (char *)NULL);
         _exit(127);
     }
     assert_true(pid > 0);

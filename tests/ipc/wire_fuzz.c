@@ -161,7 +161,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
               memcmp(b.ptr, payload.ptr - DKD_WIRE_HEADER_LEN, DKD_WIRE_HEADER_LEN) == 0);
         dkd_wbuf_free(&b);
     }
-    static const uint8_t types[] = {DKD_WIRE_HELLO,  DKD_WIRE_HELLO_OK,     DKD_WIRE_VERIFY,
+    static const uint8_t types[] = {DKD_WIRE_HELLO,  DKD_WIRE_HELLO_OK,    DKD_WIRE_VERIFY,
                                     DKD_WIRE_RESULT, DKD_WIRE_STATS_REPLY, DKD_WIRE_ERROR};
     for (size_t k = 0; k < sizeof types; k++) {
         roundtrip(types[k], dkd__span(data, size));

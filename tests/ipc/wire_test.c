@@ -93,8 +93,8 @@ static void test_header_and_split(void **state)
 {
     dkd_wbuf b;
     dkd_wbuf_init(&b);
-    dkd_wire_header h = {.version = 1, .type = 0x83, .flags = 0xBEEF, .request_id = 0x01020304,
-                         .payload_len = 3};
+    dkd_wire_header h = {
+        .version = 1, .type = 0x83, .flags = 0xBEEF, .request_id = 0x01020304, .payload_len = 3};
     dkd_wire_put_header(&b, &h);
     dkd_wbuf_append(&b, "abc", 3);
     static const uint8_t want[] = {0x01, 0x83, 0xBE, 0xEF, 0x01, 0x02, 0x03, 0x04,
@@ -296,8 +296,8 @@ static void test_verify(void **state)
     };
     for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
         dkd_wire_verify d;
-        int rc = dkd_wire_decode_verify(dkd__span(guard_copy(bad[k].bytes, bad[k].len),
-                                                  bad[k].len), &d);
+        int rc =
+            dkd_wire_decode_verify(dkd__span(guard_copy(bad[k].bytes, bad[k].len), bad[k].len), &d);
         if (rc != DKD_WIRE_ERR_MALFORMED) {
             fail_msg("%s: accepted", bad[k].why);
         }
@@ -313,29 +313,43 @@ static void test_verify(void **state)
 }
 
 static const dkd_wire_sig sample_sigs[2] = {
-    {.result = DKD_RESULT_PASS, .dnssec = DKD_WIRE_DNSSEC_SECURE, .reason = DKD_REASON_OK,
-     .flags = DKD_WIRE_SIG_HAS_L, .key_bits = 2048, .body_signed = 100, .body_total = 120,
+    {.result = DKD_RESULT_PASS,
+     .dnssec = DKD_WIRE_DNSSEC_SECURE,
+     .reason = DKD_REASON_OK,
+     .flags = DKD_WIRE_SIG_HAS_L,
+     .key_bits = 2048,
+     .body_signed = 100,
+     .body_total = 120,
      .explanation = {(const uint8_t *)"signature verified", 18},
-     .detail = {(const uint8_t *)"", 0}, .d = {(const uint8_t *)"example.com", 11},
-     .s = {(const uint8_t *)"sel", 3}, .i = {(const uint8_t *)"@example.com", 12},
-     .a = {(const uint8_t *)"rsa-sha256", 10}, .b_prefix = {(const uint8_t *)"abcdefgh", 8}},
-    {.result = DKD_RESULT_TEMPERROR, .dnssec = DKD_WIRE_DNSSEC_BOGUS,
-     .reason = DKD_REASON_DNSSEC_BOGUS, .flags = DKD_WIRE_SIG_TESTING, .key_bits = 0,
-     .body_signed = 0, .body_total = 0,
+     .detail = {(const uint8_t *)"", 0},
+     .d = {(const uint8_t *)"example.com", 11},
+     .s = {(const uint8_t *)"sel", 3},
+     .i = {(const uint8_t *)"@example.com", 12},
+     .a = {(const uint8_t *)"rsa-sha256", 10},
+     .b_prefix = {(const uint8_t *)"abcdefgh", 8}},
+    {.result = DKD_RESULT_TEMPERROR,
+     .dnssec = DKD_WIRE_DNSSEC_BOGUS,
+     .reason = DKD_REASON_DNSSEC_BOGUS,
+     .flags = DKD_WIRE_SIG_TESTING,
+     .key_bits = 0,
+     .body_signed = 0,
+     .body_total = 0,
      .explanation = {(const uint8_t *)"key record failed DNSSEC validation", 35},
-     .detail = {(const uint8_t *)"bogus", 5}, .d = {(const uint8_t *)"b.example", 9},
-     .s = {(const uint8_t *)"s2", 2}, .i = {(const uint8_t *)"", 0},
-     .a = {(const uint8_t *)"ed25519-sha256", 14}, .b_prefix = {(const uint8_t *)"", 0}},
+     .detail = {(const uint8_t *)"bogus", 5},
+     .d = {(const uint8_t *)"b.example", 9},
+     .s = {(const uint8_t *)"s2", 2},
+     .i = {(const uint8_t *)"", 0},
+     .a = {(const uint8_t *)"ed25519-sha256", 14},
+     .b_prefix = {(const uint8_t *)"", 0}},
 };
 
 static bool sig_eq(const dkd_wire_sig *a, const dkd_wire_sig *b)
 {
     return a->result == b->result && a->dnssec == b->dnssec && a->reason == b->reason &&
-           a->flags == b->flags && a->key_bits == b->key_bits &&
-           a->body_signed == b->body_signed && a->body_total == b->body_total &&
-           span_eq(a->explanation, b->explanation) && span_eq(a->detail, b->detail) &&
-           span_eq(a->d, b->d) && span_eq(a->s, b->s) && span_eq(a->i, b->i) &&
-           span_eq(a->a, b->a) && span_eq(a->b_prefix, b->b_prefix);
+           a->flags == b->flags && a->key_bits == b->key_bits && a->body_signed == b->body_signed &&
+           a->body_total == b->body_total && span_eq(a->explanation, b->explanation) &&
+           span_eq(a->detail, b->detail) && span_eq(a->d, b->d) && span_eq(a->s, b->s) &&
+           span_eq(a->i, b->i) && span_eq(a->a, b->a) && span_eq(a->b_prefix, b->b_prefix);
 }
 
 static void test_result(void **state)
@@ -396,8 +410,8 @@ static void test_stats_error_data(void **state)
 {
     dkd_wbuf b;
     dkd_wbuf_init(&b);
-    dkd_wire_stat st[3] = {{S("connections"), 3}, {S("keycache.hits"), UINT64_MAX},
-                           {S("requests_served"), 0}};
+    dkd_wire_stat st[3] = {
+        {S("connections"), 3}, {S("keycache.hits"), UINT64_MAX}, {S("requests_served"), 0}};
     dkd_wire_put_stats_reply(&b, 5, st, 3);
     dkd_wire_header h;
     dkd_span p = split_one(&b, &h);
@@ -433,8 +447,8 @@ static void test_stats_error_data(void **state)
 
     /* Data frames carry their payload as is. */
     for (int t = 0; t < 5; t++) {
-        static const uint8_t types[] = {DKD_WIRE_VERIFY_BODY, DKD_WIRE_VERIFY_END,
-                                        DKD_WIRE_STATS, DKD_WIRE_PING, DKD_WIRE_PONG};
+        static const uint8_t types[] = {DKD_WIRE_VERIFY_BODY, DKD_WIRE_VERIFY_END, DKD_WIRE_STATS,
+                                        DKD_WIRE_PING, DKD_WIRE_PONG};
         dkd_wbuf_reset(&b);
         dkd_span data = types[t] == DKD_WIRE_VERIFY_END || types[t] == DKD_WIRE_STATS
                             ? dkd__span(NULL, 0)
@@ -541,8 +555,7 @@ static void hexdump(dkd_wbuf *out, const char *dir, const uint8_t *p, size_t n)
     char line[160];
     int k = snprintf(line, sizeof line,
                      "%s %s: version %u, flags 0x%04x, request_id %u, payload_len %u\n", dir,
-                     dkd_wire_type_name(h.type), h.version, h.flags, h.request_id,
-                     h.payload_len);
+                     dkd_wire_type_name(h.type), h.version, h.flags, h.request_id, h.payload_len);
     dkd_wbuf_append(out, line, (size_t)k);
     for (size_t off = 0; off < n; off += 16) {
         k = snprintf(line, sizeof line, "  %04zx ", off);
@@ -595,8 +608,7 @@ static char *make_dump(void)
     dkd_wbuf out, f;
     dkd_wbuf_init(&out);
     dkd_wbuf_init(&f);
-    dkd_wire_hello hello = {.min_version = 1, .max_version = 1,
-                            .client_name = S("libdkimd/0.1.0")};
+    dkd_wire_hello hello = {.min_version = 1, .max_version = 1, .client_name = S("libdkimd/0.1.0")};
     dkd_wire_put_hello(&f, 0, &hello);
     hexdump(&out, ">", f.ptr, f.len);
 
@@ -605,8 +617,10 @@ static char *make_dump(void)
     hexdump(&out, "<", f.ptr, f.len);
 
     dkd_wbuf_reset(&f);
-    dkd_wire_verify v = {.opts = {.has_authserv_id = true, .authserv_id = S("mx.example.net"),
-                                  .has_time = true, .time = now},
+    dkd_wire_verify v = {.opts = {.has_authserv_id = true,
+                                  .authserv_id = S("mx.example.net"),
+                                  .has_time = true,
+                                  .time = now},
                          .data = S(msg)};
     dkd_wire_put_verify(&f, DKD_WIRE_VERIFY, 1, &v);
     hexdump(&out, ">", f.ptr, f.len);

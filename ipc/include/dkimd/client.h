@@ -130,8 +130,8 @@ dkd_client_limits dkd_client_get_limits(const dkd_client *c);
  * *result is NULL. If the connection was lost (daemon restarted) the request is retried
  * once on a new connection. Must not be called from a callback.
  */
-int dkd_client_verify(dkd_client *c, const uint8_t *msg, size_t len,
-                      const dkd_client_opts *opts, dkd_client_result **result);
+int dkd_client_verify(dkd_client *c, const uint8_t *msg, size_t len, const dkd_client_opts *opts,
+                      dkd_client_result **result);
 
 /* One counter of dkd_client_stats. */
 typedef struct dkd_client_stat {
