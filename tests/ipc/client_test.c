@@ -42,6 +42,7 @@ enum mode {
     MODE_SILENT,       /* never answer VERIFY */
     MODE_EARLY_ERROR,  /* answer VERIFY_BEGIN with ERROR too large at once */
     MODE_SHUTDOWN,     /* on VERIFY: connection-level ERROR shutting down, then close */
+    MODE_RANDOM,       /* on VERIFY: a frame of random type and payload, then close */
 };
 
 static const int64_t NOW = 1764003600;
@@ -187,6 +188,23 @@ static void handle(conn *c, const dkd_wire_header *h, dkd_span pl)
                                dkd__span_str("busy"));
         } else if (mode == MODE_GARBAGE) {
             dkd_wire_put_data(answer(c), DKD_WIRE_RESULT, h->request_id, dkd__span("\0\5", 2));
+        } else if (mode == MODE_RANDOM) {
+            /* A header the client accepts (its version, a plausible type, this id) and a
+             * random payload, so the reply decoders see hostile input; sometimes junk. */
+            static const uint8_t types[] = {DKD_WIRE_RESULT,      DKD_WIRE_ERROR,    DKD_WIRE_PONG,
+                                            DKD_WIRE_STATS_REPLY, DKD_WIRE_HELLO_OK, 0x42};
+            uint8_t junk[300];
+            size_t n = (size_t)rand() % sizeof junk;
+            for (size_t k = 0; k < n; k++) {
+                junk[k] = (uint8_t)(rand() % 4 == 0 ? 0 : rand());
+            }
+            dkd_wbuf *a = answer(c);
+            if (rand() % 8 == 0) {
+                dkd_wbuf_append(a, junk, n);
+            } else {
+                dkd_wire_put_data(a, types[rand() % 6], h->request_id, dkd__span(junk, n));
+            }
+            c->close = true;
         } else if (mode == MODE_SHUTDOWN) {
             dkd_wire_put_error(answer(c), 0, DKD_WIRE_E_SHUTTING_DOWN, dkd__span_str("bye"));
             c->close = true;
@@ -763,6 +781,19 @@ static void test_errors(void **state)
     dkd_client_set_timeout(c, 200);
     assert_int_equal(dkd_client_verify(c, samples[0].msg, 100, NULL, &r), -ETIMEDOUT);
     assert_int_equal(dkd_client_inflight(c), 1); /* still owed an answer, nobody waits */
+
+    /* Hostile replies: never a crash or a leak (ASan), always an error or a result. */
+    atomic_store(&f->mode, MODE_RANDOM);
+    dkd_client_set_timeout(c, 5000);
+    srand(12345);
+    int failures = 0;
+    for (int k = 0; k < 300; k++) {
+        int rc = dkd_client_verify(c, samples[0].msg, 100, NULL, &r);
+        assert_true(rc != 0 || r != NULL);
+        failures += rc != 0;
+        dkd_client_result_free(r);
+    }
+    assert_true(failures > 250);
 
     /* Too large for the server's limits, refused locally. */
     atomic_store(&f->mode, MODE_NORMAL);
