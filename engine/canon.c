@@ -3,14 +3,17 @@
  * one at a time and the body as a stream, fed to a sink that hashes (see canon.h).
  *
  * Workload: the body is the bulk of the bytes (tens of KiB per message, sometimes
- * MiB), so the body path moves runs of ordinary bytes with one memcpy into a 4 KiB
- * batch and only looks at CR, LF and (relaxed) WSP one at a time. Header fields are
- * short (a few hundred bytes, h= names at most ~100 of them), so the header path is
- * a plain byte loop through a small stack batch.
+ * MiB) and mostly already canonical (CRLF lines, single spaces). dkd__body_update lets
+ * a SIMD scanner (canon_simd.c) find how far the input is canonical as it stands and
+ * passes such runs to the sink straight from the caller's chunk — no copy, one sink
+ * call per run — and hands only the bytes around CR/LF/WSP oddities (bare LF, WSP runs,
+ * blank lines, the last < 64 bytes of a chunk) to the scalar state machine, one byte at
+ * a time. Header fields are short (a few hundred bytes, h= names at most ~100 of them),
+ * so the header path is a plain byte loop through a small stack batch.
  *
- * This is the scalar reference: any faster version must produce the same bytes, and
- * tests/engine/canon_test.c checks this one against a naive whole-buffer version
- * written from the RFC text.
+ * dkd__body_update_scalar is the reference: the fast path must produce the same bytes,
+ * and tests/engine/canon_test.c checks every implementation against a naive
+ * whole-buffer version written from the RFC text, and against each other.
  *
  * Decisions, written down because the RFC leaves them open:
  *  - a bare LF is a line end (taken as CRLF); a CR not followed by LF is an ordinary
@@ -24,7 +27,11 @@
  */
 #include "canon.h"
 
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include "canon_simd.h"
 
 /* ---- header fields ---- */
 
@@ -197,17 +204,23 @@ static void body_flush(dkd_body_canon *bc)
     }
 }
 
-/* body_put counts n canonical bytes and passes on those that fall within l=. */
-static void body_put(dkd_body_canon *bc, const uint8_t *p, size_t n)
+/* body_count counts n canonical bytes and returns how many of them fall within l=. */
+static size_t body_count(dkd_body_canon *bc, size_t n)
 {
     uint64_t before = bc->emitted;
     bc->emitted += n;
     if (before >= bc->limit) {
-        return;
+        return 0;
     }
     if ((uint64_t)n > bc->limit - before) {
         n = (size_t)(bc->limit - before);
     }
+    return n;
+}
+
+/* body_batch copies n bytes (already counted) into the batch, flushing when it fills. */
+static void body_batch(dkd_body_canon *bc, const uint8_t *p, size_t n)
+{
     while (n > 0) {
         size_t room = sizeof bc->buf - bc->buf_len;
         if (room == 0) {
@@ -220,6 +233,12 @@ static void body_put(dkd_body_canon *bc, const uint8_t *p, size_t n)
         p += take;
         n -= take;
     }
+}
+
+/* body_put counts n canonical bytes and batches those that fall within l=. */
+static void body_put(dkd_body_canon *bc, const uint8_t *p, size_t n)
+{
+    body_batch(bc, p, body_count(bc, n));
 }
 
 static const uint8_t crlf[2] = {'\r', '\n'};
@@ -266,6 +285,7 @@ void dkd__body_init(dkd_body_canon *bc, enum dkd_canon canon, uint64_t limit,
                     dkd_canon_sink_fn sink, void *sink_arg)
 {
     bc->canon = canon;
+    bc->impl = dkd__canon_impl_best();
     bc->cr_pending = false;
     bc->wsp_pending = false;
     bc->line_has_data = false;
@@ -277,7 +297,7 @@ void dkd__body_init(dkd_body_canon *bc, enum dkd_canon canon, uint64_t limit,
     bc->buf_len = 0;
 }
 
-void dkd__body_update(dkd_body_canon *bc, const uint8_t *p, size_t n)
+void dkd__body_update_scalar(dkd_body_canon *bc, const uint8_t *p, size_t n)
 {
     bool relaxed = bc->canon == DKD_CANON_RELAXED;
     uint8_t stop = relaxed ? CL_RELAXED_STOP : CL_SIMPLE_STOP;
@@ -313,6 +333,157 @@ void dkd__body_update(dkd_body_canon *bc, const uint8_t *p, size_t n)
             body_content(bc, p + i, j - i);
             i = j;
         }
+    }
+}
+
+/* ---- body: the SIMD-assisted path ---- */
+
+/* A run at least this long goes to the sink from the caller's chunk; a shorter one is
+ * copied into the batch, where it is cheaper than a hash update call of its own. */
+enum { DIRECT_MIN = 256 };
+
+/* Chunk tails shorter than this go to the scalar code in one call: the scanners need
+ * whole blocks plus a byte of look-ahead, and a scan this short would not pay. */
+enum { FAST_MIN = 64 };
+
+/* The state in which the next bytes, if the scanner accepts them, are canonical as they
+ * are: nothing pending, and no blank lines held back that content would release. */
+static bool body_clean(const dkd_body_canon *bc)
+{
+    return !bc->cr_pending && !bc->wsp_pending && (bc->line_has_data || bc->blank_lines == 0);
+}
+
+/* body_verbatim takes n > 0 bytes the scanner found canonical as they stand. It leaves
+ * the state the reference would: the run never ends on CR or a pending SP, so the only
+ * thing that changes is whether the current line has data (no if it ended in LF). */
+static void body_verbatim(dkd_body_canon *bc, const uint8_t *p, size_t n)
+{
+    bc->line_has_data = p[n - 1] != '\n';
+    size_t take = body_count(bc, n);
+    if (take >= DIRECT_MIN) {
+        body_flush(bc);
+        bc->sink(bc->sink_arg, p, take);
+    } else {
+        body_batch(bc, p, take);
+    }
+}
+
+typedef size_t (*scan_fn)(const uint8_t *p, size_t i, size_t n);
+
+static void body_update_fast(dkd_body_canon *bc, const uint8_t *p, size_t n, scan_fn scan)
+{
+    size_t i = 0;
+    while (i < n) {
+        if (n - i < FAST_MIN) {
+            dkd__body_update_scalar(bc, p + i, n - i);
+            return;
+        }
+        /* The scanner looks at p[i - 1], so the chunk's first byte always goes through
+         * the state machine, which also settles a CR or WSP run from the last chunk. */
+        if (i > 0 && body_clean(bc)) {
+            size_t e = scan(p, i, n);
+            if (e > i) {
+                body_verbatim(bc, p + i, e - i);
+                i = e;
+                if (i == n) {
+                    return;
+                }
+            }
+        }
+        /* The byte at i needs the state machine (or the state is not clean yet). */
+        dkd__body_update_scalar(bc, p + i, 1);
+        i++;
+    }
+}
+
+static enum dkd_canon_impl best_impl = DKD_CANON_IMPL_SCALAR;
+static pthread_once_t best_once = PTHREAD_ONCE_INIT;
+
+static bool impl_supported(enum dkd_canon_impl impl)
+{
+    switch (impl) {
+    case DKD_CANON_IMPL_SCALAR:
+        return true;
+#ifdef DKD_CANON_HAVE_X86
+    case DKD_CANON_IMPL_SSE2:
+        return true; /* part of x86-64 */
+    case DKD_CANON_IMPL_AVX2:
+        return dkd__cpu_has_avx2();
+#endif
+    default:
+        return false;
+    }
+}
+
+/* Chosen once per process. DKD_CANON_IMPL=scalar|sse2|avx2 overrides the choice (for
+ * before/after measurements of whole programs); an unknown or unsupported name is
+ * ignored. */
+static void choose_best(void)
+{
+    best_impl = impl_supported(DKD_CANON_IMPL_AVX2)   ? DKD_CANON_IMPL_AVX2
+                : impl_supported(DKD_CANON_IMPL_SSE2) ? DKD_CANON_IMPL_SSE2
+                                                      : DKD_CANON_IMPL_SCALAR;
+    const char *env = getenv("DKD_CANON_IMPL");
+    if (env != NULL) {
+        for (int k = DKD_CANON_IMPL_SCALAR; k <= DKD_CANON_IMPL_AVX2; k++) {
+            if (strcmp(env, dkd__canon_impl_name((enum dkd_canon_impl)k)) == 0 &&
+                impl_supported((enum dkd_canon_impl)k)) {
+                best_impl = (enum dkd_canon_impl)k;
+            }
+        }
+    }
+}
+
+enum dkd_canon_impl dkd__canon_impl_best(void)
+{
+    pthread_once(&best_once, choose_best);
+    return best_impl;
+}
+
+const char *dkd__canon_impl_name(enum dkd_canon_impl impl)
+{
+    switch (impl) {
+    case DKD_CANON_IMPL_AUTO:
+        return "auto";
+    case DKD_CANON_IMPL_SCALAR:
+        return "scalar";
+    case DKD_CANON_IMPL_SSE2:
+        return "sse2";
+    case DKD_CANON_IMPL_AVX2:
+        return "avx2";
+    }
+    return "?";
+}
+
+bool dkd__body_set_impl(dkd_body_canon *bc, enum dkd_canon_impl impl)
+{
+    if (impl == DKD_CANON_IMPL_AUTO) {
+        impl = dkd__canon_impl_best();
+    }
+    if (!impl_supported(impl)) {
+        return false;
+    }
+    bc->impl = impl;
+    return true;
+}
+
+void dkd__body_update(dkd_body_canon *bc, const uint8_t *p, size_t n)
+{
+    bool relaxed = bc->canon == DKD_CANON_RELAXED;
+    switch (bc->impl) {
+#ifdef DKD_CANON_HAVE_X86
+    case DKD_CANON_IMPL_SSE2:
+        body_update_fast(bc, p, n,
+                         relaxed ? dkd__canon_scan_relaxed_sse2 : dkd__canon_scan_simple_sse2);
+        return;
+    case DKD_CANON_IMPL_AVX2:
+        body_update_fast(bc, p, n,
+                         relaxed ? dkd__canon_scan_relaxed_avx2 : dkd__canon_scan_simple_avx2);
+        return;
+#endif
+    default:
+        dkd__body_update_scalar(bc, p, n);
+        return;
     }
 }
 

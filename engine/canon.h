@@ -4,8 +4,9 @@
  * Header fields are canonicalized one at a time into the header hash. The body is a
  * stream: dkd__body_update may be called with chunks split anywhere (inside a CRLF,
  * inside a whitespace run, inside trailing blank lines) and the canonical bytes hashed
- * are the same as for the whole body at once. This is the scalar reference version; any
- * faster version must produce the same bytes.
+ * are the same as for the whole body at once. dkd__body_update_scalar is the reference;
+ * dkd__body_update runs the fastest implementation this CPU has (SSE2 or AVX2 scanning,
+ * chosen once per process), which must produce the same bytes.
  *
  * Line ends: a bare LF is taken as CRLF; a CR not followed by LF is an ordinary byte.
  */
@@ -20,7 +21,12 @@
 #include "sig.h"
 #include "span.h"
 
-/* The sink receives canonical bytes; canon code batches them (a few KiB per call). */
+/*
+ * The sink receives canonical bytes in order. A call may be of any length: canon code
+ * batches small pieces (a few KiB per call), and the body path may also pass a long run
+ * of bytes straight from the caller's chunk (no copy) when the input is already
+ * canonical there. p is valid only during the call; n may be 0 on no call.
+ */
 typedef void (*dkd_canon_sink_fn)(void *sink_arg, const uint8_t *p, size_t n);
 
 /*
@@ -32,9 +38,18 @@ typedef void (*dkd_canon_sink_fn)(void *sink_arg, const uint8_t *p, size_t n);
 void dkd__canon_header(enum dkd_canon canon, dkd_span raw, size_t skip_off, size_t skip_end,
                        bool with_crlf, dkd_canon_sink_fn sink, void *sink_arg);
 
+/* Body canonicalization implementations; AUTO is the best this CPU runs. */
+enum dkd_canon_impl {
+    DKD_CANON_IMPL_AUTO,
+    DKD_CANON_IMPL_SCALAR,
+    DKD_CANON_IMPL_SSE2,
+    DKD_CANON_IMPL_AVX2,
+};
+
 /* Body canonicalization state; plain data, no allocation. */
 typedef struct dkd_body_canon {
     enum dkd_canon canon;
+    enum dkd_canon_impl impl; /* never AUTO once initialised */
     bool cr_pending;      /* last byte seen was CR; LF may follow in the next chunk */
     bool wsp_pending;     /* relaxed: WSP seen on this line, not yet emitted */
     bool line_has_data;   /* current line has emitted content */
@@ -47,9 +62,22 @@ typedef struct dkd_body_canon {
     uint8_t buf[4096];
 } dkd_body_canon;
 
+/* dkd__body_init starts a body with the best implementation for this CPU (chosen once
+ * per process, on first use; any thread may call). */
 void dkd__body_init(dkd_body_canon *bc, enum dkd_canon canon, uint64_t limit,
                     dkd_canon_sink_fn sink, void *sink_arg);
+/* dkd__body_set_impl forces one implementation (tests, benchmarks) right after init;
+ * false, and bc unchanged, when this CPU or build cannot run it. */
+bool dkd__body_set_impl(dkd_body_canon *bc, enum dkd_canon_impl impl);
+/* dkd__canon_impl_best is what AUTO resolves to here; dkd__canon_impl_name names one. */
+enum dkd_canon_impl dkd__canon_impl_best(void);
+const char *dkd__canon_impl_name(enum dkd_canon_impl impl);
+
+/* dkd__body_update feeds the next chunk (n may be 0). Only bytes [p, p + n) are read:
+ * chunks need no padding. */
 void dkd__body_update(dkd_body_canon *bc, const uint8_t *p, size_t n);
+/* dkd__body_update_scalar is the reference byte-at-a-time state machine (the spec). */
+void dkd__body_update_scalar(dkd_body_canon *bc, const uint8_t *p, size_t n);
 /* dkd__body_final flushes; afterwards bc->emitted is the full canonical length and
  * min(emitted, limit) bytes went to the sink. */
 void dkd__body_final(dkd_body_canon *bc);

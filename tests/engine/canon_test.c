@@ -248,15 +248,23 @@ static ref_buf ref_header(enum dkd_canon canon, const uint8_t *raw, size_t n, si
 
 /* ---- running the real code ---- */
 
-/* stream_body runs the streaming code over chunks of the given lengths (cycled; a 0
- * length is an empty update) and returns the sink's bytes and the emitted count. */
-static ref_buf stream_body(enum dkd_canon canon, uint64_t limit, const uint8_t *p, size_t n,
-                           const size_t *chunks, size_t nchunks, uint64_t *emitted,
-                           size_t *max_call)
+/* The body implementations every comparison runs; those this CPU lacks are skipped
+ * (dkd__body_set_impl says so), the rest must all equal the reference. */
+static const enum dkd_canon_impl all_impls[] = {DKD_CANON_IMPL_SCALAR, DKD_CANON_IMPL_SSE2,
+                                                DKD_CANON_IMPL_AVX2};
+enum { NIMPLS = sizeof all_impls / sizeof all_impls[0] };
+
+/* stream_body runs the streaming code (implementation impl) over chunks of the given
+ * lengths (cycled; a 0 length is an empty update) and returns the sink's bytes and the
+ * emitted count. *ran is false when this CPU cannot run impl. */
+static ref_buf stream_body(enum dkd_canon canon, enum dkd_canon_impl impl, uint64_t limit,
+                           const uint8_t *p, size_t n, const size_t *chunks, size_t nchunks,
+                           uint64_t *emitted, size_t *max_call, bool *ran)
 {
     collect c = {0};
     dkd_body_canon bc;
     dkd__body_init(&bc, canon, limit, collect_sink, &c);
+    *ran = dkd__body_set_impl(&bc, impl);
     size_t pos = 0, k = 0;
     while (pos < n) {
         size_t len = nchunks ? chunks[k++ % nchunks] : n;
@@ -274,24 +282,39 @@ static ref_buf stream_body(enum dkd_canon canon, uint64_t limit, const uint8_t *
     return c.out;
 }
 
-/* check_body_against_ref returns true when streaming == reference for this input. */
-static bool check_body_against_ref(enum dkd_canon canon, uint64_t limit, const uint8_t *p,
+/* (unused attributes: each includer of the reference part uses only some of it) */
+/* check_body_against_ref returns true when streaming == reference for this input, for
+ * every implementation this CPU runs. */
+__attribute__((unused)) static bool check_body_against_ref(enum dkd_canon canon, uint64_t limit, const uint8_t *p,
                                    size_t n, const size_t *chunks, size_t nchunks)
 {
     ref_buf want = ref_body(canon, p, n);
-    uint64_t emitted = 0;
-    size_t max_call = 0;
-    ref_buf got = stream_body(canon, limit, p, n, chunks, nchunks, &emitted, &max_call);
     size_t want_sent = want.len < limit ? want.len : (size_t)limit;
-    bool ok = emitted == want.len && got.len == want_sent &&
-              (want_sent == 0 || memcmp(got.p, want.p, want_sent) == 0) &&
-              max_call <= sizeof ((dkd_body_canon *)0)->buf;
+    bool ok = true;
+    for (size_t k = 0; k < NIMPLS && ok; k++) {
+        uint64_t emitted = 0;
+        size_t max_call = 0;
+        bool ran = false;
+        ref_buf got = stream_body(canon, all_impls[k], limit, p, n, chunks, nchunks, &emitted,
+                                  &max_call, &ran);
+        ok = emitted == want.len && got.len == want_sent &&
+             (want_sent == 0 || memcmp(got.p, want.p, want_sent) == 0);
+        /* The scalar reference only ever hands the sink its batch; the SIMD paths may
+         * pass longer runs straight from the input. */
+        if (all_impls[k] == DKD_CANON_IMPL_SCALAR) {
+            ok = ok && max_call <= sizeof((dkd_body_canon *)0)->buf;
+        }
+        if (!ok) {
+            fprintf(stderr, "implementation %s differs from the reference\n",
+                    dkd__canon_impl_name(all_impls[k]));
+        }
+        rb_free(&got);
+    }
     rb_free(&want);
-    rb_free(&got);
     return ok;
 }
 
-static bool check_header_against_ref(enum dkd_canon canon, const uint8_t *raw, size_t n,
+__attribute__((unused)) static bool check_header_against_ref(enum dkd_canon canon, const uint8_t *raw, size_t n,
                                      size_t skip_off, size_t skip_end, bool with_crlf)
 {
     ref_buf want = ref_header(canon, raw, n, skip_off, skip_end, with_crlf);
@@ -302,6 +325,30 @@ static bool check_header_against_ref(enum dkd_canon canon, const uint8_t *raw, s
     rb_free(&want);
     rb_free(&c.out);
     return ok;
+}
+
+/* ---- random inputs (shared with canon_simd_test.c) ---- */
+
+static uint64_t rng_state;
+
+__attribute__((unused)) static uint64_t rng(void)
+{
+    /* xorshift64*: small, fast, reproducible from the printed seed */
+    rng_state ^= rng_state >> 12;
+    rng_state ^= rng_state << 25;
+    rng_state ^= rng_state >> 27;
+    return rng_state * 2685821657736338717ULL;
+}
+
+__attribute__((unused)) static size_t rng_below(size_t n)
+{
+    return n ? (size_t)(rng() % n) : 0;
+}
+
+__attribute__((unused)) static uint64_t seed_from_env(void)
+{
+    const char *s = getenv("DKD_CANON_SEED");
+    return s ? strtoull(s, NULL, 0) : 0x5eed0dcafULL;
 }
 
 #ifndef CANON_REF_ONLY
@@ -722,28 +769,6 @@ static void test_reference_itself(void **state)
 }
 
 /* ---- randomized: streaming == reference ---- */
-
-static uint64_t rng_state;
-
-static uint64_t rng(void)
-{
-    /* xorshift64*: small, fast, reproducible from the printed seed */
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return rng_state * 2685821657736338717ULL;
-}
-
-static size_t rng_below(size_t n)
-{
-    return n ? (size_t)(rng() % n) : 0;
-}
-
-static uint64_t seed_from_env(void)
-{
-    const char *s = getenv("DKD_CANON_SEED");
-    return s ? strtoull(s, NULL, 0) : 0x5eed0dcafULL;
-}
 
 /* Bytes drawn from an alphabet weighted toward what canonicalization cares about. */
 static size_t random_input(uint8_t *p, size_t cap, const char *alpha, size_t alpha_len)

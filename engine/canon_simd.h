@@ -1,0 +1,36 @@
+/*
+ * canon_simd.h - the SIMD scanners behind dkd__body_update (internal to canon.c).
+ *
+ * A scanner finds how far the body chunk is already canonical: from position i, in the
+ * clean state (no CR or WSP pending, no blank lines held back), the bytes [i, e) it
+ * returns are exactly the canonical bytes the reference would produce for them, so
+ * canon.c passes them to the sink as they are. It stops before the first byte that
+ * needs the state machine:
+ *   both:    a bare LF, a CR not followed by LF, a CR right after LF (a blank line);
+ *   relaxed: any HTAB, and a SP followed by SP, HTAB, CR or LF (runs, WSP at line end).
+ * The cut e is never just after a CR or (relaxed) a SP, so the state after [i, e) is
+ * clean again: at the start of a line when p[e - 1] is LF, inside one otherwise.
+ *
+ * Contract: 1 <= i <= n; reads only p[i - 1] .. p[n - 1] (whole blocks that end inside
+ * the chunk, so an unpadded chunk against a guard page is safe); returns e in [i, n].
+ */
+#ifndef DKD_CANON_SIMD_H
+#define DKD_CANON_SIMD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define DKD_CANON_HAVE_X86 1
+
+size_t dkd__canon_scan_simple_sse2(const uint8_t *p, size_t i, size_t n);
+size_t dkd__canon_scan_relaxed_sse2(const uint8_t *p, size_t i, size_t n);
+size_t dkd__canon_scan_simple_avx2(const uint8_t *p, size_t i, size_t n);
+size_t dkd__canon_scan_relaxed_avx2(const uint8_t *p, size_t i, size_t n);
+
+/* dkd__cpu_has_avx2 is true when the CPU and the OS (YMM state saved) run AVX2. */
+bool dkd__cpu_has_avx2(void);
+#endif
+
+#endif
