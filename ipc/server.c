@@ -1053,11 +1053,15 @@ static void conn_process(conn *c)
         memmove(c->rbuf, in.ptr, in.len);
     }
     c->rlen = in.len;
-    if (need > c->rcap) {
-        uint64_t extra = need - c->rcap;
+    if (need > c->rcap && c->rlen == c->rcap) {
+        /* Grow with the bytes that actually arrive (doubling), not to the size the
+         * header claims: a client announcing a 64 MiB frame and trickling it would
+         * otherwise pin 64 MiB of the budget for the price of 12 bytes. */
+        size_t want = c->rcap * 2 < need ? c->rcap * 2 : need;
+        uint64_t extra = want - c->rcap;
         uint8_t *nb = NULL;
         if (budget_take(srv, extra)) {
-            nb = realloc(c->rbuf, need);
+            nb = realloc(c->rbuf, want);
             if (nb == NULL) {
                 budget_give(srv, extra);
             }
@@ -1068,7 +1072,7 @@ static void conn_process(conn *c)
             return;
         }
         c->rbuf = nb;
-        c->rcap = need;
+        c->rcap = want;
         c->charged += extra;
     } else if (c->rcap > srv->cfg.max_body_chunk + DKD_WIRE_HEADER_LEN &&
                c->rlen <= RBUF_BASE && need <= RBUF_BASE) {
@@ -1460,7 +1464,10 @@ static void *worker_main(void *arg)
     arm_accept(w);
     for (;;) {
         if (w->stopping) {
-            if (w->conns == NULL && (w->lookups_out == 0 || now_ms() >= w->stop_deadline_ms)) {
+            /* Lookups still out need not be waited for: their answers land on the
+             * completion stack, which dkd__server_free drains after the key source has
+             * been freed (and has completed them). */
+            if (w->conns == NULL) {
                 break;
             }
             arm_tick(w);

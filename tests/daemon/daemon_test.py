@@ -599,8 +599,11 @@ def t_malformed(dkimd, root, tmp):
         c.close()
         # A frame that never completes (slowloris) does not hold up others.
         slow = Conn(d.path)
-        slow.send(HDR.pack(1, VERIFY, 0, 30, 50000) + b"\x00\x00" + sample[:100])
+        slow.send(HDR.pack(1, VERIFY, 0, 30, 1000000) + b"\x00\x00" + sample[:100])
         good_ok("a frame that never completes")
+        mem = stats(d.path).get("memory_used", 1 << 40)
+        check(mem < 512 * 1024, "a 1 MB frame announced but not sent pins no memory "
+              "(memory_used %d bytes)" % mem)
         slow.close()
         # Pipelining over max_inflight gets ERROR overloaded, not a stall.
         c = Conn(d.path)
