@@ -209,7 +209,8 @@ struct dkd__server {
     bool multishot;
     uint32_t max_frame;
     worker *workers;
-    unsigned nworkers;
+    unsigned nworkers; /* fixed in dkd__server_new: the workers read it */
+    unsigned nstarted; /* threads to join */
     bool started;
     atomic_bool stop;
     atomic_int log_level;
@@ -1721,7 +1722,7 @@ int dkd__server_start(dkd__server *srv)
         err = sync.err;
     }
     pthread_mutex_unlock(&sync.mu);
-    srv->nworkers = started;
+    srv->nstarted = started;
     srv->started = true;
     if (err != 0) {
         dkd__server_stop(srv);
@@ -1751,7 +1752,7 @@ void dkd__server_join(dkd__server *srv)
     if (!srv->started) {
         return;
     }
-    for (unsigned i = 0; i < srv->nworkers; i++) {
+    for (unsigned i = 0; i < srv->nstarted; i++) {
         pthread_join(srv->workers[i].thread, NULL);
     }
     srv->started = false;

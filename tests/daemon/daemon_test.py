@@ -232,7 +232,8 @@ class Daemon:
         raise RuntimeError("dkimd did not start listening")
 
     def logtext(self):
-        self.logf.flush()
+        if not self.logf.closed:
+            self.logf.flush()
         with open(self.log, "rb") as f:
             return f.read().decode("utf-8", "replace")[-3000:]
 
@@ -253,6 +254,9 @@ class Daemon:
                 self.kill()
                 return None
         self.logf.close()
+        if self.p.returncode != 0:
+            print("    dkimd exited %d; its log ends:\n%s" % (self.p.returncode,
+                                                           self.logtext()[-2500:]))
         return self.p.returncode
 
     def kill(self):
