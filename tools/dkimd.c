@@ -389,6 +389,9 @@ static const char *apply(settings *s, const char *key, const char *v)
         SIZE(max_message);
     } else if (KEY("max-header")) {
         SIZE(max_header);
+        if (n > (1u << 30)) {
+            return "at most 1g";
+        }
     } else if (KEY("max-chunk")) {
         SIZE(max_chunk);
         if (n > (1u << 30)) {
@@ -660,6 +663,17 @@ static int make_socket(const settings *s)
         if (fd < 0) {
             fprintf(stderr, "dkimd: socket: %s\n", strerror(errno));
             return -1;
+        }
+    }
+    /* The default /run/dkimd/ lives on a tmpfs emptied at boot: create it (one level)
+     * when missing, as systemd's RuntimeDirectory= would. */
+    char dir[sizeof sa.sun_path];
+    snprintf(dir, sizeof dir, "%s", s->socket_path);
+    char *slash = strrchr(dir, '/');
+    if (slash != NULL && slash != dir) {
+        *slash = '\0';
+        if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+            fprintf(stderr, "dkimd: cannot create %s: %s\n", dir, strerror(errno));
         }
     }
     /* Bind under a umask that leaves the socket closed until its mode is set. */
