@@ -342,9 +342,9 @@ void dkd__body_update_scalar(dkd_body_canon *bc, const uint8_t *p, size_t n)
  * copied into the batch, where it is cheaper than a hash update call of its own. */
 enum { DIRECT_MIN = 256 };
 
-/* Chunk tails shorter than this go to the scalar code in one call: the scanners need
- * whole blocks plus a byte of look-ahead, and a scan this short would not pay. */
-enum { FAST_MIN = 64 };
+/* Chunk tails shorter than this go to the scalar code in one call: the scanners need a
+ * whole block plus a byte of look-ahead (17 for SSE2, 33 for AVX2). */
+enum { FAST_MIN = 34 };
 
 /* The state in which the next bytes, if the scanner accepts them, are canonical as they
  * are: nothing pending, and no blank lines held back that content would release. */
@@ -354,8 +354,9 @@ static bool body_clean(const dkd_body_canon *bc)
 }
 
 /* body_verbatim takes n > 0 bytes the scanner found canonical as they stand. It leaves
- * the state the reference would: the run never ends on CR or a pending SP, so the only
- * thing that changes is whether the current line has data (no if it ended in LF). */
+ * the state the reference would: the run never ends on CR, a pending SP or a blank
+ * line, so the only thing that changes is whether the current line has data (no if
+ * the run ended in LF). */
 static void body_verbatim(dkd_body_canon *bc, const uint8_t *p, size_t n)
 {
     bc->line_has_data = p[n - 1] != '\n';
@@ -368,10 +369,32 @@ static void body_verbatim(dkd_body_canon *bc, const uint8_t *p, size_t n)
     }
 }
 
+/* blank_tail steps back from e over blank lines (CRLF right after LF) that end the run
+ * [i, e): they are written only if content follows, which is not known yet, so they
+ * go to the state machine. p[i - 1] is readable (the scanner's contract). */
+static size_t blank_tail(const uint8_t *p, size_t i, size_t e)
+{
+    while (e >= i + 2 && p[e - 1] == '\n' && p[e - 2] == '\r' && p[e - 3] == '\n') {
+        e -= 2;
+    }
+    return e;
+}
+
 typedef size_t (*scan_fn)(const uint8_t *p, size_t i, size_t n);
 
+/*
+ * body_update_fast: the scanner finds runs that are canonical as they stand; the two
+ * commonest things it stops at are fixed here without leaving the clean state, so the
+ * run goes on (its pieces are batched; a long piece goes to the sink directly):
+ *  - relaxed, a WSP run (or an HTAB) inside a line followed by content: one SP;
+ *  - relaxed, WSP at the end of a line with content: dropped;
+ *  - a bare LF ending a line with content: CRLF.
+ * Anything else (lone CR, WSP-only lines, a bare LF after a blank line, the end of the
+ * chunk) goes to the scalar reference byte by byte until the state is clean again.
+ */
 static void body_update_fast(dkd_body_canon *bc, const uint8_t *p, size_t n, scan_fn scan)
 {
+    bool relaxed = bc->canon == DKD_CANON_RELAXED;
     size_t i = 0;
     while (i < n) {
         if (n - i < FAST_MIN) {
@@ -380,19 +403,68 @@ static void body_update_fast(dkd_body_canon *bc, const uint8_t *p, size_t n, sca
         }
         /* The scanner looks at p[i - 1], so the chunk's first byte always goes through
          * the state machine, which also settles a CR or WSP run from the last chunk. */
-        if (i > 0 && body_clean(bc)) {
-            size_t e = scan(p, i, n);
-            if (e > i) {
-                body_verbatim(bc, p + i, e - i);
-                i = e;
-                if (i == n) {
-                    return;
-                }
-            }
+        if (i == 0 || !body_clean(bc)) {
+            dkd__body_update_scalar(bc, p + i, 1);
+            i++;
+            continue;
         }
-        /* The byte at i needs the state machine (or the state is not clean yet). */
-        dkd__body_update_scalar(bc, p + i, 1);
-        i++;
+        size_t vs = i; /* start of the run not yet written */
+        size_t k;
+        for (;;) {
+            k = scan(p, i, n);
+            uint8_t c = p[k];
+            /* p[k - 1] is LF when k starts a line; k >= 1 and p[k - 1] is in the chunk */
+            bool line_has_data = p[k - 1] != '\n';
+            if (relaxed && dkd__is_wsp(c)) {
+                size_t r = k + 1;
+                while (r < n && dkd__is_wsp(p[r])) {
+                    r++;
+                }
+                if (r == n) {
+                    break; /* the run may go on in the next chunk */
+                }
+                if (p[r] != '\r' && p[r] != '\n') {
+                    if (k > vs) {
+                        body_verbatim(bc, p + vs, k - vs);
+                    }
+                    body_content(bc, (const uint8_t *)" ", 1);
+                    bc->line_has_data = true;
+                    vs = i = r;
+                    continue;
+                }
+                if (line_has_data && (p[r] == '\n' || (r + 1 < n && p[r + 1] == '\n'))) {
+                    if (k > vs) {
+                        body_verbatim(bc, p + vs, k - vs);
+                    }
+                    vs = i = r; /* trailing WSP dropped; the line end is scanned next */
+                    continue;
+                }
+                break;
+            }
+            if (c == '\n' && line_has_data && p[k - 1] != '\r') {
+                if (k > vs) {
+                    body_verbatim(bc, p + vs, k - vs);
+                }
+                body_put(bc, crlf, 2);
+                bc->line_has_data = false;
+                vs = i = k + 1;
+                if (n - i < FAST_MIN) {
+                    k = i;
+                    break;
+                }
+                continue;
+            }
+            break;
+        }
+        /* Write the run up to k, less any blank lines it ends with; the state machine
+         * takes over from there, up to and including p[k]. */
+        size_t cut = blank_tail(p, vs, k);
+        if (cut > vs) {
+            body_verbatim(bc, p + vs, cut - vs);
+        }
+        size_t stop = k < n ? k + 1 : n;
+        dkd__body_update_scalar(bc, p + cut, stop - cut);
+        i = stop;
     }
 }
 

@@ -6,13 +6,16 @@
  * returns are exactly the canonical bytes the reference would produce for them, so
  * canon.c passes them to the sink as they are. It stops before the first byte that
  * needs the state machine:
- *   both:    a bare LF, a CR not followed by LF, a CR right after LF (a blank line);
+ *   both:    a bare LF, a CR not followed by LF;
  *   relaxed: any HTAB, and a SP followed by SP, HTAB, CR or LF (runs, WSP at line end).
- * The cut e is never just after a CR or (relaxed) a SP, so the state after [i, e) is
- * clean again: at the start of a line when p[e - 1] is LF, inside one otherwise.
+ * Blank lines (CRLF right after LF) do not stop it: they are canonical as they stand if
+ * content follows; canon.c steps back over blank lines that end a run, whose fate is
+ * not known yet. The cut e is never just after a CR or (relaxed) a SP, so the state
+ * after [i, e) is clean again: at the start of a line when p[e - 1] is LF, in one
+ * otherwise. p[i - 1] stands for the state at i: LF at a line start, else not CR.
  *
- * Contract: 1 <= i <= n; reads only p[i - 1] .. p[n - 1] (whole blocks that end inside
- * the chunk, so an unpadded chunk against a guard page is safe); returns e in [i, n].
+ * Contract: 1 <= i < n; reads only p[i - 1] .. p[n - 1] (whole blocks that end inside
+ * the chunk, so an unpadded chunk against a guard page is safe); returns e in [i, n).
  */
 #ifndef DKD_CANON_SIMD_H
 #define DKD_CANON_SIMD_H
