@@ -58,6 +58,7 @@ enum op {
     OP_EVENT = 4, /* eventfd read: cross-thread wake-up */
     OP_TIMER = 5, /* a request's key deadline */
     OP_TICK = 6,  /* the worker's drain tick during shutdown */
+    OP_SWEEP = 7, /* the worker's once-a-second check for stalled clients */
 };
 
 static uint64_t ud_make(void *p, enum op op)
@@ -160,6 +161,7 @@ struct conn {
     bool draining;    /* shutdown: last frames read, sent ERROR 5 */
     pid_t pid;
     uid_t uid;
+    int64_t last_rx_ms; /* when the last byte arrived */
     uint8_t *rbuf;
     size_t rcap, rlen;
     dkd_wbuf out;     /* being sent: out.ptr[out_off..out.len) */
@@ -183,6 +185,7 @@ struct worker {
     bool stopping;     /* saw the server's stop flag */
     bool tick_armed;
     struct __kernel_timespec tick_ts;
+    struct __kernel_timespec sweep_ts;
     int64_t stop_deadline_ms;
     conn *conns;
     unsigned nconns;
@@ -1178,6 +1181,7 @@ static void on_recv(worker *w, conn *c, int res)
     }
     CNT_ADD(w, bytes_in, res);
     c->rlen += (size_t)res;
+    c->last_rx_ms = now_ms();
     conn_process(c);
     if (!c->closing) {
         c->ops--;
@@ -1315,6 +1319,7 @@ static void on_accept(worker *w, struct io_uring_cqe *cqe)
     c->fd = fd;
     c->pid = cr.pid;
     c->uid = cr.uid;
+    c->last_rx_ms = now_ms();
     c->rbuf = rb;
     c->rcap = RBUF_BASE;
     dkd_wbuf_init(&c->out);
@@ -1401,6 +1406,44 @@ static void drain_step(worker *w)
     }
 }
 
+static void arm_sweep(worker *w)
+{
+    if (w->srv->cfg.stall_timeout_ms == 0 || w->stopping) {
+        return;
+    }
+    w->sweep_ts.tv_sec = 1;
+    w->sweep_ts.tv_nsec = 0;
+    struct io_uring_sqe *sqe = get_sqe(w);
+    io_uring_prep_timeout(sqe, &w->sweep_ts, 0, 0);
+    io_uring_sqe_set_data64(sqe, ud_make(w, OP_SWEEP));
+}
+
+/*
+ * sweep closes connections that stopped sending in the middle of a frame or of a
+ * streamed message: each pins a buffer or a request, and a client that vanished
+ * without closing (or a slowloris) would otherwise hold them for ever. Connections
+ * that are merely idle between requests are left alone: MTAs keep them open.
+ */
+static void sweep(worker *w)
+{
+    int64_t limit = now_ms() - (int64_t)w->srv->cfg.stall_timeout_ms;
+    conn *next;
+    for (conn *c = w->conns; c != NULL; c = next) {
+        next = c->next;
+        if (c->closing || c->close_after_send || c->last_rx_ms > limit) {
+            continue;
+        }
+        bool stalled = c->rlen > 0;
+        for (req *r = c->reqs; r != NULL && !stalled; r = r->next) {
+            stalled = r->streaming && !r->ended;
+        }
+        if (stalled) {
+            conn_fatal(c, LK_MALFORMED, DKD_WIRE_E_MALFORMED,
+                       "incomplete frame or stream stalled past stall-timeout");
+        }
+    }
+}
+
 static void on_event(worker *w)
 {
     drain_done_stack(w);
@@ -1454,6 +1497,12 @@ static void handle_cqe(worker *w, struct io_uring_cqe *cqe)
         drain_done_stack(w);
         drain_step(w);
         break;
+    case OP_SWEEP:
+        if (!w->stopping) {
+            sweep(w);
+            arm_sweep(w);
+        }
+        break;
     }
 }
 
@@ -1463,6 +1512,7 @@ static void *worker_main(void *arg)
     tl_worker = w;
     arm_event(w);
     arm_accept(w);
+    arm_sweep(w);
     for (;;) {
         if (w->stopping) {
             /* Lookups still out need not be waited for: their answers land on the
@@ -1516,6 +1566,7 @@ void dkd__server_config_init(dkd__server_config *sc)
         .memory_budget = 1ull << 30,
         .key_timeout_ms = 5000,
         .shutdown_timeout_ms = 10000,
+        .stall_timeout_ms = 30000,
         .authserv_id = "localhost",
         .log_level = DKD__LOG_INFO,
     };

@@ -49,11 +49,18 @@ typedef struct dkd__server_config {
     uint64_t memory_budget;     /* receive buffers + open requests (default 1 GiB) */
     unsigned key_timeout_ms;    /* per-message key deadline (default 5000) */
     unsigned shutdown_timeout_ms; /* SIGTERM drain limit (default 10000) */
+    unsigned stall_timeout_ms;  /* a partial frame or open stream with no byte for this
+                                   long closes the connection (default 30000; 0 = never) */
     const char *authserv_id;    /* default authserv-id (default "localhost"); copied */
     const uid_t *allow_uids;    /* peer uid allow-list (SO_PEERCRED); copied; */
     size_t n_allow_uids;        /*   with the gid list empty too, everyone may connect */
     const gid_t *allow_gids;
     size_t n_allow_gids;
+    /* extra_stats adds the key source's counters to a STATS_REPLY: it calls add once per
+     * counter (name: 1..255 bytes of [a-z0-9_.], a literal). Called on a worker. */
+    void (*extra_stats)(void *arg, void (*add)(void *ctx, const char *name, uint64_t v),
+                        void *ctx);
+    void *extra_stats_arg;
     dkd__log_fn log;            /* NULL = stderr */
     void *log_arg;
     int log_level;              /* lines above this level are dropped (default INFO) */

@@ -63,6 +63,7 @@ static const char default_config[] =
     "key-deadline = 5000\n"
     "dns-timeout = 2000\n"
     "shutdown-timeout = 10000\n"
+    "stall-timeout = 30000\n"
     "authserv-id = localhost\n"
     "log = stderr\n"
     "log-level = info\n";
@@ -97,6 +98,7 @@ static const char usage_text[] =
     "  --max-connections N      connections in all (default 4096)\n"
     "  --memory-budget SIZE     buffers and requests in all (default 1g)\n"
     "  --shutdown-timeout MS    SIGTERM: longest wait for in-flight requests (10000)\n"
+    "  --stall-timeout MS       close a client silent mid-frame or mid-stream (30000)\n"
     "  --authserv-id ID         authserv-id of Authentication-Results (default localhost)\n"
     "  --allow-sha1             verify rsa-sha1 instead of refusing it (RFC 8301)\n"
     "  --min-rsa-bits N         RSA keys shorter than N bits never pass (default 1024)\n"
@@ -132,7 +134,7 @@ typedef struct settings {
     uint64_t cache_entries;
     bool have_cache_entries;
     uint64_t max_message, max_header, max_chunk, memory_budget;
-    unsigned max_inflight, max_connections, shutdown_timeout;
+    unsigned max_inflight, max_connections, shutdown_timeout, stall_timeout;
     char *authserv_id;
     bool allow_sha1;
     unsigned min_rsa_bits, max_signatures;
@@ -405,6 +407,8 @@ static const char *apply(settings *s, const char *key, const char *v)
         NUM(max_connections, 1u << 24);
     } else if (KEY("shutdown-timeout")) {
         NUM(shutdown_timeout, 3600000);
+    } else if (KEY("stall-timeout")) {
+        NUM(stall_timeout, 3600000);
     } else if (KEY("authserv-id")) {
         if (*v == '\0' || strlen(v) > 255) {
             return "wants 1..255 characters";
@@ -760,6 +764,7 @@ int main(int argc, char **argv)
         {"max-connections", required_argument, NULL, 0},
         {"memory-budget", required_argument, NULL, 0},
         {"shutdown-timeout", required_argument, NULL, 0},
+        {"stall-timeout", required_argument, NULL, 0},
         {"authserv-id", required_argument, NULL, 0},
         {"allow-sha1", optional_argument, NULL, 0},
         {"min-rsa-bits", required_argument, NULL, 0},
@@ -937,6 +942,7 @@ int main(int argc, char **argv)
     sc.memory_budget = s.memory_budget;
     sc.key_timeout_ms = deadline;
     sc.shutdown_timeout_ms = s.shutdown_timeout;
+    sc.stall_timeout_ms = s.stall_timeout;
     sc.authserv_id = s.authserv_id;
     sc.allow_uids = s.allow_uids;
     sc.n_allow_uids = s.n_uids;

@@ -494,7 +494,7 @@ def t_malformed(dkimd, root, tmp):
     zone = os.path.join(root, "samples", "keys.zone")
     sample = open(os.path.join(root, "samples", "01-pass-rsa2048.eml"), "rb").read()
     d = Daemon(dkimd, tmp, ["--zone", zone, "--workers", "2", "--max-header", "64k",
-                            "--max-message", "1m"], "bad")
+                            "--max-message", "1m", "--stall-timeout", "1500"], "bad")
     try:
         good = Conn(d.path)  # kept open and used between the bad ones
 
@@ -608,6 +608,20 @@ def t_malformed(dkimd, root, tmp):
         mem = stats(d.path).get("memory_used", 1 << 40)
         check(mem < 512 * 1024, "a 1 MB frame announced but not sent pins no memory "
               "(memory_used %d bytes)" % mem)
+        # The stalled frame and a stalled stream are closed after --stall-timeout.
+        stream = Conn(d.path)
+        stream.send(frame(BEGIN, 31, options() + sample[:split_header(sample)]))
+        idle = Conn(d.path)  # idle between requests: must stay open
+        t0 = time.time()
+        expect_error_or_close(slow, [E_MALFORMED], "frame stalled past --stall-timeout")
+        expect_error_or_close(stream, [E_MALFORMED], "stream stalled past --stall-timeout")
+        dt = time.time() - t0
+        check(dt < 5, "stalled clients closed within %.1f s" % dt)
+        idle.send(frame(PING, 5, b"alive"))
+        f = idle.read()
+        check(f is not None and f[0] == PONG, "an idle connection is kept open")
+        idle.close()
+        stream.close()
         slow.close()
         # Pipelining over max_inflight gets ERROR overloaded, not a stall.
         c = Conn(d.path)
