@@ -1,6 +1,6 @@
 /*
  * bench_canon_simd.cc - body canonicalization (+ SHA-256) per implementation: the scalar
- * reference, SSE2, AVX2 and AVX-512BW (issue 7), beside plain SHA-256 over the same input bytes.
+ * reference, SSE2 and AVX2 (issue 7), beside plain SHA-256 over the same input bytes.
  *
  * Bodies (fixed seed, built outside the timed loop), 2 KB / 20 KB / 200 KB:
  *   text   - bench_engine.cc's make_body shape: prose wrapped at 60-78 columns, long
@@ -125,8 +125,7 @@ void canon_bench(benchmark::State &state, bool relaxed, int impl, bool hash)
 #define CANON_CASES(name, relaxed, hash)                                                   \
     BENCHMARK_CAPTURE(name, relaxed_scalar, relaxed, BCS_SCALAR, hash)->BODY_ARGS;         \
     BENCHMARK_CAPTURE(name, relaxed_sse2, relaxed, BCS_SSE2, hash)->BODY_ARGS;             \
-    BENCHMARK_CAPTURE(name, relaxed_avx2, relaxed, BCS_AVX2, hash)->BODY_ARGS;            \
-    BENCHMARK_CAPTURE(name, relaxed_avx512, relaxed, BCS_AVX512, hash)->BODY_ARGS;
+    BENCHMARK_CAPTURE(name, relaxed_avx2, relaxed, BCS_AVX2, hash)->BODY_ARGS;
 
 void BM_CanonSha256(benchmark::State &state, bool relaxed, int impl, bool hash)
 {
@@ -149,7 +148,6 @@ CANON_CASES(BM_CanonOnly, true, false)
 BENCHMARK_CAPTURE(BM_SimpleCanonSha256, simple_scalar, false, BCS_SCALAR, true)->BODY_ARGS;
 BENCHMARK_CAPTURE(BM_SimpleCanonSha256, simple_sse2, false, BCS_SSE2, true)->BODY_ARGS;
 BENCHMARK_CAPTURE(BM_SimpleCanonSha256, simple_avx2, false, BCS_AVX2, true)->BODY_ARGS;
-BENCHMARK_CAPTURE(BM_SimpleCanonSha256, simple_avx512, false, BCS_AVX512, true)->BODY_ARGS;
 
 }  // namespace
 

@@ -5,7 +5,7 @@
  * stream: dkd__body_update may be called with chunks split anywhere (inside a CRLF,
  * inside a whitespace run, inside trailing blank lines) and the canonical bytes hashed
  * are the same as for the whole body at once. dkd__body_update_scalar is the reference;
- * dkd__body_update runs the fastest implementation this CPU has (SSE2, AVX2 or AVX-512BW scanning,
+ * dkd__body_update runs the fastest implementation this CPU has (SSE2 or AVX2 scanning,
  * chosen once per process), which must produce the same bytes.
  *
  * Line ends: a bare LF is taken as CRLF; a CR not followed by LF is an ordinary byte.
@@ -44,7 +44,6 @@ enum dkd_canon_impl {
     DKD_CANON_IMPL_SCALAR,
     DKD_CANON_IMPL_SSE2,
     DKD_CANON_IMPL_AVX2,
-    DKD_CANON_IMPL_AVX512, /* AVX-512BW */
 };
 
 /* Body canonicalization state; plain data, no allocation. */

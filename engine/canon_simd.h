@@ -31,13 +31,9 @@ size_t dkd__canon_scan_simple_sse2(const uint8_t *p, size_t i, size_t n);
 size_t dkd__canon_scan_relaxed_sse2(const uint8_t *p, size_t i, size_t n);
 size_t dkd__canon_scan_simple_avx2(const uint8_t *p, size_t i, size_t n);
 size_t dkd__canon_scan_relaxed_avx2(const uint8_t *p, size_t i, size_t n);
-size_t dkd__canon_scan_simple_avx512(const uint8_t *p, size_t i, size_t n);
-size_t dkd__canon_scan_relaxed_avx512(const uint8_t *p, size_t i, size_t n);
 
 /* dkd__cpu_has_avx2 is true when the CPU and the OS (YMM state saved) run AVX2. */
 bool dkd__cpu_has_avx2(void);
-/* dkd__cpu_has_avx512bw: the same for AVX-512BW (ZMM state saved too). */
-bool dkd__cpu_has_avx512bw(void);
 #endif
 
 #endif

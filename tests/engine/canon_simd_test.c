@@ -1,11 +1,10 @@
 /*
  * canon_simd_test.c - the SIMD body canonicalization paths (engine/canon_simd.c and the
  * fast loop in canon.c) against the naive reference of canon_test.c and against the
- * scalar state machine, with every implementation forced in turn (scalar, SSE2, AVX2,
- * AVX-512BW; one this CPU lacks is reported and skipped).
+ * scalar state machine, with every implementation forced in turn (scalar, SSE2, AVX2; one
+ * this CPU lacks is reported and skipped).
  *
- * The scanners work in 16/32/64-byte blocks with a byte of look-behind and look-ahead
- * (AVX-512BW: a masked load for the tail), so
+ * The scanners work in 16/32/64-byte blocks with a byte of look-behind and look-ahead, so
  * the inputs here are long runs of ordinary text (which the fast path takes) with odd
  * bytes planted at every offset around block and chunk boundaries: WSP runs, HTAB, WSP
  * before CRLF, bare LF, lone CR, blank lines, NUL, 8-bit. Every chunk is placed right
