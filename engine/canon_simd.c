@@ -10,9 +10,9 @@
  * anything needs the state machine. Ordinary text scans at ~20 GB/s (AVX2), against
  * SHA-256's ~1.65 GB/s, which is what bounds the body hash.
  *
- * Only blocks wholly inside the chunk are loaded, plus the one byte after each block
- * read on its own: the caller's chunk has no padding. The last bytes (less than a block
- * and one) are left to canon.c.
+ * Every load lies inside [i - 1, n): a block is scanned only when the byte after it is
+ * in the chunk too, since the caller's chunk has no padding. The last bytes (less than
+ * a block and one) are left to canon.c.
  *
  * AVX-512BW was tried (compares into mask registers, a masked-load tail) and measured
  * slower than AVX2 on the AMD EPYC (Zen 4) build machine: 11 against 14-20 GB/s.
