@@ -151,7 +151,7 @@ static void put_resinfo(sbuf *b, const dkd_sig_result *r)
     sb_puts(b, dkd_result_name(r->result));
 
     /* The comment: the reason code (omitted on pass), then key facts. */
-    char parts[3][48];
+    char parts[4][48];
     size_t nparts = 0;
     if (r->result != DKD_RESULT_PASS) {
         snprintf(parts[nparts++], sizeof parts[0], "%s", dkd_reason_code(r->reason));
@@ -161,6 +161,9 @@ static void put_resinfo(sbuf *b, const dkd_sig_result *r)
     }
     if (r->key_bits > 0 && r->dnssec_secure) {
         snprintf(parts[nparts++], sizeof parts[0], "dnssec secure");
+    }
+    if (r->key_bits > 0 && r->key_stale) {
+        snprintf(parts[nparts++], sizeof parts[0], "stale key");
     }
     if (nparts > 0) {
         sb_puts(b, " (");

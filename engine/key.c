@@ -496,3 +496,24 @@ void dkd_key_set_dnssec_secure(dkd_key *key, bool secure)
 {
     key->dnssec_secure = secure;
 }
+
+bool dkd_key_stale(const dkd_key *key)
+{
+    return key->stale;
+}
+
+dkd_key *dkd__key_stale_copy(const dkd_key *key)
+{
+    dkd_key *copy = malloc(sizeof *copy);
+    if (copy == NULL) {
+        return NULL;
+    }
+    memcpy(copy, key, sizeof *copy);
+    atomic_init(&copy->refs, 1);
+    copy->stale = true;
+    if (copy->pkey != NULL && EVP_PKEY_up_ref(copy->pkey) != 1) {
+        free(copy);
+        return NULL;
+    }
+    return copy;
+}

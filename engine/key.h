@@ -23,9 +23,17 @@ struct dkd_key {
     unsigned flags;          /* DKD_KEY_TESTING, DKD_KEY_STRICT */
     bool service_email;      /* s= includes email or * (or s= absent) */
     bool dnssec_secure;
+    bool stale;              /* an expired key standing in during a DNS outage */
     unsigned bits;
     EVP_PKEY *pkey;          /* NULL unless reason == OK */
     char detail[160];
 };
+
+/*
+ * dkd__key_stale_copy returns a new key sharing key's EVP_PKEY, marked stale: what
+ * serve-stale hands out, so the verdict can say the key was past its TTL while the shared
+ * cached key stays immutable. NULL on allocation failure.
+ */
+dkd_key *dkd__key_stale_copy(const dkd_key *key);
 
 #endif

@@ -71,9 +71,18 @@ static void deliver(const callback *cb, dkd_key *key, unsigned flags)
 {
     if (cb->full != NULL) {
         cb->full(cb->arg, key, flags);
-    } else {
-        cb->plain(cb->arg, key);
+        return;
     }
+    /* A dkd_keysrc callback has no flags: a stale stand-in travels as a stale-marked
+     * copy, so the verdict can say so. Only during an outage, so the copy is rare. */
+    if ((flags & DKD_RESOLVER_STALE) && key != NULL) {
+        dkd_key *copy = dkd__key_stale_copy(key);
+        if (copy != NULL) {
+            dkd_key_unref(key);
+            key = copy;
+        }
+    }
+    cb->plain(cb->arg, key);
 }
 
 typedef struct waiter {

@@ -617,6 +617,7 @@ static void verdict(dkd_msg *m, sig_state *st, dkd_sig_result *r)
     r->key_bits = key->bits;
     r->key_testing = (key->flags & DKD_KEY_TESTING) != 0;
     r->dnssec_secure = key->dnssec_secure;
+    r->key_stale = key->stale;
 
     enum dkd_key_type want = sig->alg == DKD_ALG_ED25519_SHA256 ? DKD_KEY_ED25519 : DKD_KEY_RSA;
     if (key->type != want) {

@@ -551,6 +551,7 @@ static dkd_client_result *result_from_wire(const dkd_wire_result *wr)
         s->key_bits = w.key_bits;
         s->key_testing = (w.flags & DKD_WIRE_SIG_TESTING) != 0;
         s->has_l = (w.flags & DKD_WIRE_SIG_HAS_L) != 0;
+        s->key_stale = (w.flags & DKD_WIRE_SIG_STALE) != 0;
         s->dnssec_secure = w.dnssec == DKD_WIRE_DNSSEC_SECURE;
         s->body_signed = w.body_signed;
         s->body_total = w.body_total;

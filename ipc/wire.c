@@ -259,7 +259,7 @@ bool dkd_wire_sig_next(dkd_span *cursor, dkd_wire_sig *o)
         return false;
     }
     if (o->result > DKD_RESULT_TEMPERROR || o->dnssec > DKD_WIRE_DNSSEC_BOGUS ||
-        (o->flags & ~(unsigned)(DKD_WIRE_SIG_TESTING | DKD_WIRE_SIG_HAS_L)) != 0) {
+        (o->flags & ~(unsigned)(DKD_WIRE_SIG_TESTING | DKD_WIRE_SIG_HAS_L | DKD_WIRE_SIG_STALE)) != 0) {
         return false;
     }
     *cursor = s;

@@ -87,6 +87,7 @@ enum {
 enum {
     DKD_WIRE_SIG_TESTING = 1u << 0, /* key record has t=y */
     DKD_WIRE_SIG_HAS_L = 1u << 1,   /* signature has l= */
+    DKD_WIRE_SIG_STALE = 1u << 2,   /* key served stale during a DNS failure */
 };
 
 /* DNSSEC state of the key answer in RESULT. */
@@ -286,7 +287,8 @@ static inline dkd_wire_sig dkd_wire_sig_from_result(const dkd_sig_result *r)
                       : (r->dnssec_secure ? DKD_WIRE_DNSSEC_SECURE : DKD_WIRE_DNSSEC_INSECURE),
         .reason = (uint16_t)r->reason,
         .flags = (uint16_t)((r->key_testing ? DKD_WIRE_SIG_TESTING : 0) |
-                            (r->has_l ? DKD_WIRE_SIG_HAS_L : 0)),
+                            (r->has_l ? DKD_WIRE_SIG_HAS_L : 0) |
+                            (r->key_stale ? DKD_WIRE_SIG_STALE : 0)),
         .key_bits = r->key_bits,
         .body_signed = r->body_signed,
         .body_total = r->body_total,

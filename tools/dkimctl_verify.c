@@ -115,8 +115,9 @@ static void print_json(const char *file, const dkd_sig_result *res, size_t n,
         json_cstring(stdout, r->detail);
         printf(", \"fix\": ");
         json_cstring(stdout, r->result == DKD_RESULT_PASS ? "" : dkd_reason_fix(r->reason));
-        printf(", \"key_bits\": %u, \"key_testing\": %s, \"dnssec\": \"%s\"", r->key_bits,
-               r->key_testing ? "true" : "false", r->dnssec_secure ? "secure" : "insecure");
+        printf(", \"key_bits\": %u, \"key_testing\": %s, \"key_stale\": %s, \"dnssec\": \"%s\"",
+               r->key_bits, r->key_testing ? "true" : "false", r->key_stale ? "true" : "false",
+               r->dnssec_secure ? "secure" : "insecure");
         if (r->has_l) {
             printf(", \"body_signed\": %" PRIu64 ", \"body_total\": %" PRIu64, r->body_signed,
                    r->body_total);

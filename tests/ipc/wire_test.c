@@ -380,7 +380,7 @@ static void test_result(void **state)
     dkd_wire_sig bad[4] = {sample_sigs[0], sample_sigs[0], sample_sigs[0], sample_sigs[0]};
     bad[0].result = DKD_RESULT_TEMPERROR + 1;
     bad[1].dnssec = 3;
-    bad[2].flags = 4;
+    bad[2].flags = 8; /* bits 0-2 are defined; bit 3 is not */
     bad[3].detail = dkd__span("a\0b", 3);
     for (int k = 0; k < 4; k++) {
         dkd_wbuf_reset(&b);

@@ -123,6 +123,8 @@ enum dkd_key_type dkd_key_type(const dkd_key *key);
 unsigned dkd_key_flags(const dkd_key *key);
 /* Whether the answer that produced this key was DNSSEC-validated. */
 bool dkd_key_dnssec_secure(const dkd_key *key);
+/* Whether the key is an expired cache entry served because DNS failed (serve-stale). */
+bool dkd_key_stale(const dkd_key *key);
 /* dkd_key_set_dnssec_secure marks a freshly made key before it is shared. */
 void dkd_key_set_dnssec_secure(dkd_key *key, bool secure);
 
@@ -179,6 +181,7 @@ typedef struct dkd_sig_result {
     unsigned key_bits;    /* 0 when no key was used */
     bool key_testing;     /* key record has t=y */
     bool dnssec_secure;   /* key answer was DNSSEC-validated */
+    bool key_stale;       /* key was an expired cache entry served during a DNS failure */
     bool has_l;           /* l= present */
     uint64_t body_signed; /* canonical body bytes covered (l= or all) */
     uint64_t body_total;  /* canonical body bytes in all */
