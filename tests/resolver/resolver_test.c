@@ -596,6 +596,11 @@ static void test_truncation(void **state)
     dkd_resolver_free(r);
 }
 
+static void keep_key(void *arg, dkd_key *key)
+{
+    *(dkd_key **)arg = key;
+}
+
 /* Serve-stale: the switch responder answers with TTL 0 until told to fail. */
 static void test_serve_stale(void **state)
 {
@@ -630,6 +635,17 @@ static void test_serve_stale(void **state)
     dkd_resolver_stats(r, &st);
     assert_int_equal(st.queries, queries);
     assert_int_equal(st.stale_served, 2);
+    /* Through a plain dkd_keysrc (what the daemon uses) the stand-in arrives as a
+     * stale-marked copy of the same key, and the verdict can say so. */
+    dkd_keysrc src = dkd_resolver_keysrc(r);
+    dkd_key *plain = NULL;
+    assert_int_equal(src.lookup(src.impl, name, keep_key, &plain), 0);
+    assert_non_null(plain);
+    assert_true(dkd_key_stale(plain));
+    assert_false(dkd_key_stale(good));
+    assert_int_equal(dkd_key_reason(plain), DKD_REASON_OK);
+    assert_int_equal(dkd_key_bits(plain), dkd_key_bits(good));
+    dkd_key_unref(plain);
     /* Past the window the failure shows. */
     atomic_store(&fake_now, t0 + 1000 + 60000 + 1);
     expect_reason(r, name, DKD_REASON_DNS_ERROR);
