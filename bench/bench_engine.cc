@@ -38,7 +38,8 @@
 
 #include "stages.h"
 
-namespace {
+namespace
+{
 
 // ---- inputs ----
 
@@ -85,8 +86,9 @@ const char kHeaderBlock[] =
 std::string make_body(size_t size, bool base64)
 {
     static const char *const words[] = {
-        "the", "of", "and", "to", "a", "in", "is", "it", "you", "that", "was", "for",
-        "on", "are", "with", "as", "capacity", "report", "quarter", "invoice", "meeting",
+        "the",      "of",     "and",      "to",           "a",        "in",       "is",
+        "it",       "you",    "that",     "was",          "for",      "on",       "are",
+        "with",     "as",     "capacity", "report",       "quarter",  "invoice",  "meeting",
         "delivery", "server", "customer", "subscription", "December", "forecast", "mail"};
     std::mt19937 rng(42);
     std::string out;
@@ -104,7 +106,7 @@ std::string make_body(size_t size, bool base64)
     while (out.size() < size) {
         size_t width = 60 + rng() % 19;
         if (rng() % 12 == 0) {
-            width = 200;  // a long line, as some clients send
+            width = 200; // a long line, as some clients send
         }
         std::string line;
         while (line.size() < width) {
@@ -143,8 +145,7 @@ BENCHMARK(BM_HeaderSplit);
 void BM_SigParse(benchmark::State &state)
 {
     std::string block(kHeaderBlock);
-    bench_sig *sig = bench_sig_new(reinterpret_cast<const uint8_t *>(block.data()),
-                                   block.size());
+    bench_sig *sig = bench_sig_new(reinterpret_cast<const uint8_t *>(block.data()), block.size());
     if (sig == nullptr || !bench_sig_parse(sig)) {
         state.SkipWithError("the sample DKIM-Signature does not parse");
         bench_sig_free(sig);
@@ -163,7 +164,7 @@ BENCHMARK(BM_SigParse);
 
 struct TestKey {
     EVP_PKEY *pkey = nullptr;
-    std::string record;  // the DKIM key record publishing its public half
+    std::string record; // the DKIM key record publishing its public half
 };
 
 std::string b64(const unsigned char *p, size_t n)
@@ -223,7 +224,7 @@ BENCHMARK_CAPTURE(BM_KeyRecordParse, ed25519, "ed25519");
 
 struct SignedDigest {
     TestKey k;
-    dkd_key *key = nullptr;  // parsed from the record, as the cache holds it
+    dkd_key *key = nullptr; // parsed from the record, as the cache holds it
     unsigned char digest[32];
     std::vector<unsigned char> sig;
     bool ed25519 = false;
@@ -284,10 +285,10 @@ void BM_VerifyLimit(benchmark::State &state, const char *name)
         EVP_MD_CTX *md = EVP_MD_CTX_new();
         for (auto _ : state) {
             EVP_MD_CTX_reset(md);
-            int ok = EVP_DigestVerifyInit_ex(md, nullptr, nullptr, nullptr, nullptr, pub,
-                                             nullptr) == 1 &&
-                     EVP_DigestVerify(md, s.sig.data(), s.sig.size(), s.digest,
-                                      sizeof s.digest) == 1;
+            int ok =
+                EVP_DigestVerifyInit_ex(md, nullptr, nullptr, nullptr, nullptr, pub, nullptr) ==
+                    1 &&
+                EVP_DigestVerify(md, s.sig.data(), s.sig.size(), s.digest, sizeof s.digest) == 1;
             benchmark::DoNotOptimize(ok);
         }
         EVP_MD_CTX_free(md);
@@ -297,8 +298,7 @@ void BM_VerifyLimit(benchmark::State &state, const char *name)
         EVP_PKEY_CTX_set_rsa_padding(pc, RSA_PKCS1_PADDING);
         EVP_PKEY_CTX_set_signature_md(pc, EVP_sha256());
         for (auto _ : state) {
-            int ok = EVP_PKEY_verify(pc, s.sig.data(), s.sig.size(), s.digest,
-                                     sizeof s.digest);
+            int ok = EVP_PKEY_verify(pc, s.sig.data(), s.sig.size(), s.digest, sizeof s.digest);
             benchmark::DoNotOptimize(ok);
         }
         EVP_PKEY_CTX_free(pc);
@@ -325,17 +325,15 @@ void BM_VerifyEnginePath(benchmark::State &state, const char *name)
         bool ok;
         if (s.ed25519) {
             EVP_MD_CTX_reset(md);
-            ok = EVP_DigestVerifyInit_ex(md, nullptr, nullptr, nullptr, nullptr, pub,
-                                         nullptr) == 1 &&
-                 EVP_DigestVerify(md, s.sig.data(), s.sig.size(), s.digest,
-                                  sizeof s.digest) == 1;
+            ok = EVP_DigestVerifyInit_ex(md, nullptr, nullptr, nullptr, nullptr, pub, nullptr) ==
+                     1 &&
+                 EVP_DigestVerify(md, s.sig.data(), s.sig.size(), s.digest, sizeof s.digest) == 1;
         } else {
             EVP_PKEY_CTX *pc = EVP_PKEY_CTX_new_from_pkey(nullptr, pub, nullptr);
             ok = pc != nullptr && EVP_PKEY_verify_init(pc) == 1 &&
                  EVP_PKEY_CTX_set_rsa_padding(pc, RSA_PKCS1_PADDING) == 1 &&
                  EVP_PKEY_CTX_set_signature_md(pc, sha256) == 1 &&
-                 EVP_PKEY_verify(pc, s.sig.data(), s.sig.size(), s.digest,
-                                 sizeof s.digest) == 1;
+                 EVP_PKEY_verify(pc, s.sig.data(), s.sig.size(), s.digest, sizeof s.digest) == 1;
             EVP_PKEY_CTX_free(pc);
         }
         benchmark::DoNotOptimize(ok);
@@ -375,8 +373,7 @@ void body_canon_bench(benchmark::State &state, bool relaxed)
     unsigned char out[32];
     for (auto _ : state) {
         EVP_DigestInit_ex(md, sha256, nullptr);
-        bench_body_canon(reinterpret_cast<const uint8_t *>(body.data()), body.size(), relaxed,
-                         md);
+        bench_body_canon(reinterpret_cast<const uint8_t *>(body.data()), body.size(), relaxed, md);
         EVP_DigestFinal_ex(md, out, nullptr);
         benchmark::DoNotOptimize(out);
     }
@@ -397,7 +394,7 @@ void BM_BodySimpleSha256(benchmark::State &state)
 }
 
 // Args: {body bytes, base64 (1) or text (0)}.
-#define BODY_ARGS                                                                         \
+#define BODY_ARGS                                                                                  \
     Args({2048, 0})->Args({20480, 0})->Args({204800, 0})->Args({20480, 1})->Args({204800, 1})
 BENCHMARK(BM_Sha256)->BODY_ARGS;
 BENCHMARK(BM_BodyRelaxedSha256)->BODY_ARGS;
@@ -525,8 +522,7 @@ void BM_VerifyCorpus(benchmark::State &state, const char *set_bucket)
 }
 BENCHMARK_CAPTURE(BM_VerifyCorpus, rsa2048_2k, "rsa2048/2k")->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_VerifyCorpus, rsa2048_20k, "rsa2048/20k")->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(BM_VerifyCorpus, rsa2048_200k, "rsa2048/200k")
-    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_VerifyCorpus, rsa2048_200k, "rsa2048/200k")->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_VerifyCorpus, mixed_2k, "mixed/2k")->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_VerifyCorpus, mixed_20k, "mixed/20k")->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_VerifyCorpus, mixed_200k, "mixed/200k")->Unit(benchmark::kMillisecond);
@@ -569,8 +565,8 @@ void BM_VerifyThreads20k(benchmark::State &state)
     for (auto _ : state) {
         const std::string &msg = sh->c.msgs[i++ % sh->c.msgs.size()];
         dkd_msg_reset(m);
-        int rc = dkd_verify_message(m, &src, reinterpret_cast<const uint8_t *>(msg.data()),
-                                    msg.size());
+        int rc =
+            dkd_verify_message(m, &src, reinterpret_cast<const uint8_t *>(msg.data()), msg.size());
         benchmark::DoNotOptimize(rc);
         done++;
     }
@@ -581,6 +577,6 @@ BENCHMARK(BM_VerifyThreads20k)
     ->ThreadRange(1, int(std::max(2u, std::thread::hardware_concurrency())))
     ->UseRealTime();
 
-}  // namespace
+} // namespace
 
 BENCHMARK_MAIN();

@@ -13,9 +13,9 @@
  *
  * where S is the wall time of one pass, excluding start-up and file reading, and R is
  * M / median; then cpu_median_s=C msgs_per_cpu_s=M/C, the same from the process's CPU
- * time per pass, which a busy shared machine disturbs much less than wall time. Keys are warm throughout: the zone source parses every key once at load
- * (a warm key cache), and with --resolver the untimed first pass fills the resolver's
- * cache, so timed passes measure verification, not DNS.
+ * time per pass, which a busy shared machine disturbs much less than wall time. Keys are warm
+ * throughout: the zone source parses every key once at load (a warm key cache), and with --resolver
+ * the untimed first pass fills the resolver's cache, so timed passes measure verification, not DNS.
  *
  * Without --zone or --resolver the zone is keys.zone in DIR or one of its two parents
  * (where bench/gen-corpus puts it). With --threads N, N threads share each pass, taking
@@ -382,15 +382,15 @@ int main(int argc, char **argv)
 
     qsort(times, passes, sizeof *times, cmp_double);
     qsort(cpus, passes, sizeof *cpus, cmp_double);
-    double median = passes % 2 ? times[passes / 2]
-                               : (times[passes / 2 - 1] + times[passes / 2]) / 2;
-    double cpu_median = passes % 2 ? cpus[passes / 2]
-                                   : (cpus[passes / 2 - 1] + cpus[passes / 2]) / 2;
+    double median =
+        passes % 2 ? times[passes / 2] : (times[passes / 2 - 1] + times[passes / 2]) / 2;
+    double cpu_median =
+        passes % 2 ? cpus[passes / 2] : (cpus[passes / 2 - 1] + cpus[passes / 2]) / 2;
     printf("#TIMING best_s=%.6f median_s=%.6f passes=%zu messages=%zu bytes=%zu "
            "signatures=%zu threads=%u msgs_per_s=%.1f cpu_median_s=%.6f "
            "msgs_per_cpu_s=%.1f\n",
-           times[0], median, passes, b.nmsgs, bytes, nsigs, threads,
-           (double)b.nmsgs / median, cpu_median, (double)b.nmsgs / cpu_median);
+           times[0], median, passes, b.nmsgs, bytes, nsigs, threads, (double)b.nmsgs / median,
+           cpu_median, (double)b.nmsgs / cpu_median);
     int errors = atomic_load(&b.errors);
     if (errors != 0) {
         fprintf(stderr, "corpus-bench: %d engine errors during timed passes\n", errors);

@@ -17,8 +17,8 @@
  * The messages of DIR/ *.eml are sent in turn. The first --warmup seconds (default 1)
  * are not measured. At the end a JSON object goes to stdout:
  *   messages, duration_s, msgs_per_s, offered_rate, latency_ms {p50, p90, p99, p999,
- *   max}, errors, unsent (open loop: due but never sent), not_pass, daemon_cpu_us_per_msg (process CPU time from the stats
- *   request, user + system, over the messages it served in the window) and
+ *   max}, errors, unsent (open loop: due but never sent), not_pass, daemon_cpu_us_per_msg (process
+ * CPU time from the stats request, user + system, over the messages it served in the window) and
  *   daemon_max_rss_kib.
  *
  * Workload: one thread, poll() over C non-blocking clients; it uses much less CPU per
@@ -343,8 +343,7 @@ int main(int argc, char **argv)
             break;
         }
         if (!sending && t > g.measure_to + 30) {
-            fprintf(stderr, "loadgen: %u requests still in flight 30 s after the end\n",
-                    inflight);
+            fprintf(stderr, "loadgen: %u requests still in flight 30 s after the end\n", inflight);
             g.errors += inflight;
             break;
         }
@@ -378,10 +377,9 @@ int main(int argc, char **argv)
            "\"latency_ms\": {\"p50\": %.3f, \"p90\": %.3f, \"p99\": %.3f, \"p999\": %.3f, "
            "\"max\": %.3f}, \"errors\": %llu, \"unsent\": %llu, \"not_pass\": %llu, ",
            nconns, depth, g.closed_loop ? "closed" : "open", rate, duration,
-           (unsigned long long)g.completed, (double)g.completed / duration,
-           pct(g.lat, g.nlat, 50), pct(g.lat, g.nlat, 90), pct(g.lat, g.nlat, 99),
-           pct(g.lat, g.nlat, 99.9), pct(g.lat, g.nlat, 100),
-           (unsigned long long)g.errors, (unsigned long long)unsent,
+           (unsigned long long)g.completed, (double)g.completed / duration, pct(g.lat, g.nlat, 50),
+           pct(g.lat, g.nlat, 90), pct(g.lat, g.nlat, 99), pct(g.lat, g.nlat, 99.9),
+           pct(g.lat, g.nlat, 100), (unsigned long long)g.errors, (unsigned long long)unsent,
            (unsigned long long)g.not_pass);
     if (stats_ok && served > 0) {
         printf("\"daemon_cpu_us_per_msg\": %.2f, \"daemon_max_rss_kib\": %llu}\n",

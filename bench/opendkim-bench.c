@@ -207,8 +207,8 @@ static int verify_one(DKIM_LIB *lib, const message *m, bool print)
     }
     if (print) {
         if (nsigs == 0) {
-            printf("%s none %s\n", m->name, st == DKIM_STAT_NOSIG ? "no-signature"
-                                                                  : dkim_getresultstr(st));
+            printf("%s none %s\n", m->name,
+                   st == DKIM_STAT_NOSIG ? "no-signature" : dkim_getresultstr(st));
         } else {
             printf("%s ", m->name);
             for (int i = 0; i < nsigs; i++) {
@@ -325,10 +325,10 @@ int main(int argc, char **argv)
     }
     qsort(times, passes, sizeof *times, cmp_double);
     qsort(cpus, passes, sizeof *cpus, cmp_double);
-    double median = passes % 2 ? times[passes / 2]
-                               : (times[passes / 2 - 1] + times[passes / 2]) / 2;
-    double cpu_median = passes % 2 ? cpus[passes / 2]
-                                   : (cpus[passes / 2 - 1] + cpus[passes / 2]) / 2;
+    double median =
+        passes % 2 ? times[passes / 2] : (times[passes / 2 - 1] + times[passes / 2]) / 2;
+    double cpu_median =
+        passes % 2 ? cpus[passes / 2] : (cpus[passes / 2 - 1] + cpus[passes / 2]) / 2;
     printf("#TIMING best_s=%.6f median_s=%.6f passes=%zu messages=%zu bytes=%zu "
            "signatures=%zu threads=1 msgs_per_s=%.1f cpu_median_s=%.6f "
            "msgs_per_cpu_s=%.1f\n",

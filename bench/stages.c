@@ -23,8 +23,7 @@ size_t bench_hdr_split(const uint8_t *block, size_t len, size_t fields_max)
     if (fields_max > MAX_FIELDS) {
         fields_max = MAX_FIELDS;
     }
-    dkd_hdr_status st = dkd__hdr_parse(dkd__span(block, len), fields, fields_max, &count,
-                                       &err_off);
+    dkd_hdr_status st = dkd__hdr_parse(dkd__span(block, len), fields, fields_max, &count, &err_off);
     return st == DKD_HDR_OK ? count : 0;
 }
 
@@ -106,8 +105,8 @@ size_t bench_hdr_bytes(const bench_hdr *h)
 void bench_hdr_canon(const bench_hdr *h, bool relaxed, EVP_MD_CTX *md)
 {
     for (size_t i = 0; i < h->count; i++) {
-        dkd__canon_header(relaxed ? DKD_CANON_RELAXED : DKD_CANON_SIMPLE, h->fields[i].raw,
-                          0, 0, true, md_sink, md);
+        dkd__canon_header(relaxed ? DKD_CANON_RELAXED : DKD_CANON_SIMPLE, h->fields[i].raw, 0, 0,
+                          true, md_sink, md);
     }
 }
 
@@ -119,8 +118,7 @@ void bench_hdr_free(bench_hdr *h)
 void bench_body_canon(const uint8_t *body, size_t len, bool relaxed, EVP_MD_CTX *md)
 {
     dkd_body_canon bc;
-    dkd__body_init(&bc, relaxed ? DKD_CANON_RELAXED : DKD_CANON_SIMPLE, UINT64_MAX, md_sink,
-                   md);
+    dkd__body_init(&bc, relaxed ? DKD_CANON_RELAXED : DKD_CANON_SIMPLE, UINT64_MAX, md_sink, md);
     dkd__body_update(&bc, body, len);
     dkd__body_final(&bc);
 }
