@@ -133,3 +133,27 @@ size_t dkd__hdr_block_len(dkd_span msg)
     }
     return len;
 }
+
+dkd_hdr_status dkd__hdr_index(dkd_span block, dkd_field *fields, size_t max, size_t *count)
+{
+    size_t n = 0;
+    dkd_span rest = block;
+    for (;;) {
+        size_t got = 0, err_off = 0;
+        dkd_hdr_status st = dkd__hdr_parse(rest, fields + n, max - n, &got, &err_off);
+        n += got;
+        if (st != DKD_HDR_MALFORMED) {
+            *count = n;
+            return st;
+        }
+        const uint8_t *nl =
+            err_off < rest.len ? memchr(rest.ptr + err_off, '\n', rest.len - err_off) : NULL;
+        if (nl == NULL) {
+            *count = n;
+            return DKD_HDR_OK;
+        }
+        size_t skip = (size_t)(nl - rest.ptr) + 1;
+        rest.ptr += skip;
+        rest.len -= skip;
+    }
+}

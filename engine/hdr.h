@@ -35,6 +35,14 @@ typedef enum dkd_hdr_status {
 dkd_hdr_status dkd__hdr_parse(dkd_span block, dkd_field *fields, size_t max, size_t *count,
                               size_t *err_off);
 
+/*
+ * dkd__hdr_index is dkd__hdr_parse as verification and signing use it: a line that is
+ * neither a field nor a fold (an mbox "From " line, garbage) is skipped and the fields
+ * around it are kept, because it cannot be a signed header and refusing the message over
+ * it would turn a cosmetic defect into a failure. Returns DKD_HDR_OK or DKD_HDR_TOO_MANY.
+ */
+dkd_hdr_status dkd__hdr_index(dkd_span block, dkd_field *fields, size_t max, size_t *count);
+
 /* dkd__hdr_block_len returns the header block length of a message, through the empty
  * line (CRLF CRLF, LF LF or mixed), or the whole input when there is none. */
 size_t dkd__hdr_block_len(dkd_span msg);

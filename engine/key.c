@@ -517,3 +517,18 @@ dkd_key *dkd__key_stale_copy(const dkd_key *key)
     }
     return copy;
 }
+
+bool dkd__key_prefer(dkd_key **best, dkd_key *k)
+{
+    if (k->reason == DKD_REASON_OK) {
+        dkd_key_unref(*best);
+        *best = k;
+        return true;
+    }
+    if (*best == NULL) {
+        *best = k;
+    } else {
+        dkd_key_unref(k);
+    }
+    return false;
+}

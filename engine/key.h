@@ -30,6 +30,14 @@ struct dkd_key {
 };
 
 /*
+ * dkd__key_prefer folds the key of one more TXT record at a name into *best (NULL at
+ * first), taking ownership of k. RFC 6376 section 3.6.2.2 lets a verifier pick among
+ * several records; ours: the first record that gives a usable key wins, else the first
+ * record's error is reported. Returns true once *best is usable: stop looking.
+ */
+bool dkd__key_prefer(dkd_key **best, dkd_key *k);
+
+/*
  * dkd__key_stale_copy returns a new key sharing key's EVP_PKEY, marked stale: what
  * serve-stale hands out, so the verdict can say the key was past its TTL while the shared
  * cached key stays immutable. NULL on allocation failure.

@@ -209,14 +209,8 @@ static dkd_key *answer_from_records(char **data, const int *lens)
             dkd_key_unref(first);
             return NULL;
         }
-        if (k->reason == DKD_REASON_OK) {
-            dkd_key_unref(first);
-            return k;
-        }
-        if (first == NULL) {
-            first = k;
-        } else {
-            dkd_key_unref(k);
+        if (dkd__key_prefer(&first, k)) {
+            break;
         }
     }
     return first;

@@ -371,8 +371,7 @@ static void md_sink(void *arg, const uint8_t *p, size_t n)
     EVP_DigestUpdate((EVP_MD_CTX *)arg, p, n);
 }
 
-/* parse_fields splits the header block like the verifier does: a malformed line is
- * skipped, the fields around it are kept. */
+/* parse_fields indexes the header block exactly as the verifier does (dkd__hdr_index). */
 static int parse_fields(dkd_span block, dkd_field **out, size_t *count)
 {
     size_t max = 1000;
@@ -381,26 +380,9 @@ static int parse_fields(dkd_span block, dkd_field **out, size_t *count)
         return DKD_ERR_NOMEM;
     }
     size_t n = 0;
-    dkd_span rest = block;
-    for (;;) {
-        size_t got = 0, err_off = 0;
-        dkd_hdr_status st = dkd__hdr_parse(rest, fields + n, max - n, &got, &err_off);
-        n += got;
-        if (st == DKD_HDR_OK) {
-            break;
-        }
-        if (st == DKD_HDR_TOO_MANY) {
-            free(fields);
-            return DKD_ERR_TOO_LARGE;
-        }
-        const uint8_t *nl =
-            err_off < rest.len ? memchr(rest.ptr + err_off, '\n', rest.len - err_off) : NULL;
-        if (nl == NULL) {
-            break;
-        }
-        size_t skip = (size_t)(nl - rest.ptr) + 1;
-        rest.ptr += skip;
-        rest.len -= skip;
+    if (dkd__hdr_index(block, fields, max, &n) != DKD_HDR_OK) {
+        free(fields);
+        return DKD_ERR_TOO_LARGE;
     }
     *out = fields;
     *count = n;
