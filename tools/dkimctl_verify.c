@@ -60,9 +60,7 @@ static const char verify_help[] =
     "errors.\n";
 
 typedef struct verify_opts {
-    const char *zone_path;
-    dkd_resolver_config rc;
-    bool use_dns; /* --resolver or --resolver-conf given */
+    dkimctl_keysrc_opts keys; /* --zone, --resolver, ... (shared with other commands) */
     const char *authserv_id;
     const char *socket_path; /* --socket: verify through a running dkimd */
     bool json;
@@ -189,7 +187,7 @@ static int verify_socket(const verify_opts *o, const dkd_config *cfg, int argc, 
 #ifdef DKIMCTL_HAVE_CLIENT
     dkd_config def;
     dkd_config_init(&def);
-    if (o->zone_path != NULL || o->use_dns || cfg->allow_sha1 != def.allow_sha1 ||
+    if (o->keys.zone_path != NULL || o->keys.use_dns || cfg->allow_sha1 != def.allow_sha1 ||
         cfg->min_rsa_bits != def.min_rsa_bits || cfg->max_rsa_bits != def.max_rsa_bits ||
         cfg->max_signatures != def.max_signatures ||
         cfg->refuse_partial_body != def.refuse_partial_body) {
@@ -240,7 +238,7 @@ static int verify_socket(const verify_opts *o, const dkd_config *cfg, int argc, 
 int dkimctl_verify(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        {"zone", required_argument, NULL, 'z'},
+        DKIMCTL_KEYSRC_LONGOPTS,
         {"now", required_argument, NULL, 'n'},
         {"allow-sha1", no_argument, NULL, '1'},
         {"min-rsa-bits", required_argument, NULL, 'm'},
@@ -249,28 +247,26 @@ int dkimctl_verify(int argc, char **argv)
         {"refuse-partial-body", no_argument, NULL, 'P'},
         {"authserv-id", required_argument, NULL, 'A'},
         {"json", no_argument, NULL, 'j'},
-        {"resolver", required_argument, NULL, 'r'},
-        {"resolver-option", required_argument, NULL, 'o'},
-        {"resolver-conf", no_argument, NULL, 'R'},
-        {"dns-timeout", required_argument, NULL, 'T'},
         {"socket", required_argument, NULL, 'K'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     verify_opts o = {.authserv_id = "localhost"};
-    dkd_resolver_config_init(&o.rc);
-    /* One command-line run looks each key up once; no cache bound matters here. */
-    o.rc.cache_entries = 1024;
+    dkimctl_keysrc_opts_init(&o.keys);
     dkd_config cfg;
     dkd_config_init(&cfg);
     unsigned long long v;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        int keysrc = dkimctl_keysrc_option(&o.keys, "verify", c, optarg);
+        if (keysrc < 0) {
+            return DKIMCTL_USAGE;
+        }
+        if (keysrc > 0) {
+            continue;
+        }
         switch (c) {
-        case 'z':
-            o.zone_path = optarg;
-            break;
         case 'n':
             if (!parse_uint(optarg, INT64_MAX, &v)) {
                 fprintf(stderr, "dkimctl verify: --now wants Unix seconds, got '%s'\n", optarg);
@@ -306,51 +302,6 @@ int dkimctl_verify(int argc, char **argv)
         case 'j':
             o.json = true;
             break;
-        case 'r':
-            if (o.rc.nforwarders == DKD_RESOLVER_MAX_FORWARDERS) {
-                fprintf(stderr, "dkimctl verify: at most %d --resolver\n",
-                        DKD_RESOLVER_MAX_FORWARDERS);
-                return DKIMCTL_USAGE;
-            }
-            o.rc.forwarders[o.rc.nforwarders++] = optarg;
-            if (o.rc.mode == DKD_RESOLVER_RESOLV_CONF) {
-                fprintf(stderr, "dkimctl verify: --resolver and --resolver-conf exclude each "
-                                "other\n");
-                return DKIMCTL_USAGE;
-            }
-            o.rc.mode = DKD_RESOLVER_FORWARD;
-            o.use_dns = true;
-            break;
-        case 'R':
-            if (o.rc.mode == DKD_RESOLVER_FORWARD) {
-                fprintf(stderr, "dkimctl verify: --resolver and --resolver-conf exclude each "
-                                "other\n");
-                return DKIMCTL_USAGE;
-            }
-            o.rc.mode = DKD_RESOLVER_RESOLV_CONF;
-            o.use_dns = true;
-            break;
-        case 'o':
-            if (o.rc.noptions == DKD_RESOLVER_MAX_OPTIONS) {
-                fprintf(stderr, "dkimctl verify: at most %d --resolver-option\n",
-                        DKD_RESOLVER_MAX_OPTIONS);
-                return DKIMCTL_USAGE;
-            }
-            if (strchr(optarg, ':') == NULL) {
-                fprintf(stderr, "dkimctl verify: --resolver-option wants 'NAME: VALUE', got "
-                                "'%s'\n", optarg);
-                return DKIMCTL_USAGE;
-            }
-            o.rc.options[o.rc.noptions++] = optarg;
-            break;
-        case 'T':
-            if (!parse_uint(optarg, 600000, &v) || v == 0) {
-                fprintf(stderr, "dkimctl verify: --dns-timeout wants milliseconds (1-600000), "
-                                "got '%s'\n", optarg);
-                return DKIMCTL_USAGE;
-            }
-            o.rc.query_timeout_ms = (unsigned)v;
-            break;
         case 'K':
             o.socket_path = optarg;
             break;
@@ -366,35 +317,16 @@ int dkimctl_verify(int argc, char **argv)
         fprintf(stderr, "dkimctl verify: no message files given\n");
         return DKIMCTL_USAGE;
     }
-    if (o.zone_path != NULL && o.use_dns) {
-        fprintf(stderr, "dkimctl verify: --zone and --resolver/--resolver-conf exclude each "
-                        "other\n");
-        return DKIMCTL_USAGE;
-    }
     if (o.socket_path != NULL) {
         return verify_socket(&o, &cfg, argc, argv);
     }
-    /* --zone keeps the offline zone source as it was; anything else goes through the
-     * resolver (forwarders, resolv.conf, or the embedded recursive default). */
-    char err[512];
-    dkd_zone *zone = NULL;
-    dkd_resolver *resolver = NULL;
-    dkd_keysrc src;
-    if (o.zone_path != NULL) {
-        zone = dkd_zone_load(o.zone_path, err, sizeof err);
-        if (zone == NULL) {
-            fprintf(stderr, "dkimctl verify: %s\n", err);
-            return DKIMCTL_FAILED;
-        }
-        src = dkd_zone_keysrc(zone);
-    } else {
-        resolver = dkd_resolver_new(&o.rc, err, sizeof err);
-        if (resolver == NULL) {
-            fprintf(stderr, "dkimctl verify: %s\n", err);
-            return DKIMCTL_FAILED;
-        }
-        src = dkd_resolver_keysrc_blocking(resolver);
+    /* --zone keeps the offline zone source; anything else goes through the resolver
+     * (forwarders, resolv.conf, or the embedded recursive default). */
+    dkimctl_keys keys;
+    if (!dkimctl_keys_open(&o.keys, "verify", &keys)) {
+        return DKIMCTL_FAILED;
     }
+    dkd_keysrc src = keys.src;
     if (o.have_now) {
         cfg.clock = fixed_clock;
         cfg.clock_arg = &o.now;
@@ -434,7 +366,6 @@ int dkimctl_verify(int argc, char **argv)
     fflush(stdout);
     dkd_msg_free(m);
     dkd_engine_free(eng);
-    dkd_zone_free(zone);
-    dkd_resolver_free(resolver);
+    dkimctl_keys_close(&keys);
     return status;
 }
