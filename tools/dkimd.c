@@ -85,7 +85,7 @@ static const char usage_text[] =
     "  --zone FILE              answer key lookups from a DNS master file (offline)\n"
     "  --resolver ADDR[@PORT]   forward key lookups to this DNS resolver (repeatable);\n"
     "                           without --zone or --resolver: full recursion\n"
-    "  --resolv-conf            use the resolvers of /etc/resolv.conf\n"
+    "  --resolv-conf            use the resolvers of /etc/resolv.conf (also --resolver-conf)\n"
     "  --resolver-option 'NAME: VALUE'  a libunbound option (repeatable)\n"
     "  --trust-anchor FILE      DNSSEC trust anchor ('' = no validation)\n"
     "  --dns-timeout MS         one DNS query (default 2000)\n"
@@ -370,7 +370,7 @@ static const char *apply(settings *s, const char *key, const char *v)
         }
         s->resolver_opts[s->n_resolver_opts] = NULL;
         set_str(&s->resolver_opts[s->n_resolver_opts++], v);
-    } else if (KEY("resolv-conf")) {
+    } else if (KEY("resolv-conf") || KEY("resolver-conf")) { /* dkimctl spells it so */
         if (!parse_bool(v, &b)) {
             return "wants yes or no";
         }
@@ -752,6 +752,7 @@ int main(int argc, char **argv)
         {"zone", required_argument, NULL, 0},
         {"resolver", required_argument, NULL, 0},
         {"resolv-conf", optional_argument, NULL, 0},
+        {"resolver-conf", optional_argument, NULL, 0},
         {"resolver-option", required_argument, NULL, 0},
         {"trust-anchor", required_argument, NULL, 0},
         {"dns-timeout", required_argument, NULL, 0},
