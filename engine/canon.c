@@ -9,7 +9,8 @@
  * call per run — and hands only the bytes around CR/LF/WSP oddities (bare LF, WSP runs,
  * blank lines, the last < 64 bytes of a chunk) to the scalar state machine, one byte at
  * a time. Header fields are short (a few hundred bytes, h= names at most ~100 of them),
- * so the header path is a plain byte loop through a small stack batch.
+ * so the header path is a byte loop through a small stack batch that copies runs of
+ * ordinary bytes (no CR/LF, and in relaxed values no WSP) as blocks.
  *
  * dkd__body_update_scalar is the reference: the fast path must produce the same bytes,
  * and tests/engine/canon_test.c checks every implementation against a naive
@@ -35,13 +36,24 @@
 
 /* ---- header fields ---- */
 
+/* Byte classes: which bytes end a run of ordinary content (headers and body). */
+enum { CL_SIMPLE_STOP = 1, CL_RELAXED_STOP = 2 };
+
+static const uint8_t body_class[256] = {
+    ['\r'] = CL_SIMPLE_STOP | CL_RELAXED_STOP,
+    ['\n'] = CL_SIMPLE_STOP | CL_RELAXED_STOP,
+    [' '] = CL_RELAXED_STOP,
+    ['\t'] = CL_RELAXED_STOP,
+};
+
+
 /* A small output batch on the stack, so the sink (a hash update) sees a few calls per
  * field rather than one per byte. */
 typedef struct hdr_out {
     dkd_canon_sink_fn sink;
     void *sink_arg;
     size_t len;
-    uint8_t buf[256];
+    uint8_t buf[1024];
 } hdr_out;
 
 static void out_flush(hdr_out *o)
@@ -50,6 +62,32 @@ static void out_flush(hdr_out *o)
         o->sink(o->sink_arg, o->buf, o->len);
         o->len = 0;
     }
+}
+
+/* out_bytes writes a run of n bytes as they are. */
+static void out_bytes(hdr_out *o, const uint8_t *p, size_t n)
+{
+    while (n > 0) {
+        if (o->len == sizeof o->buf) {
+            out_flush(o);
+        }
+        size_t room = sizeof o->buf - o->len;
+        size_t take = n < room ? n : room;
+        memcpy(o->buf + o->len, p, take);
+        o->len += take;
+        p += take;
+        n -= take;
+    }
+}
+
+/* plain_run_end returns the end of the run of bytes from i on that are not in class
+ * stop: those are copied as a block, not byte by byte. */
+static size_t plain_run_end(const uint8_t *p, size_t i, size_t n, uint8_t stop)
+{
+    while (i < n && !(body_class[p[i]] & stop)) {
+        i++;
+    }
+    return i;
 }
 
 static void out_byte(hdr_out *o, uint8_t c)
@@ -75,6 +113,13 @@ static void simple_hdr_feed(hdr_state *st, hdr_out *o, const uint8_t *p, size_t 
 {
     for (size_t i = 0; i < n; i++) {
         uint8_t c = p[i];
+        if (!st->eol_pending && !st->cr_pending && !(body_class[c] & CL_SIMPLE_STOP)) {
+            /* nothing pending and no line end: the run goes out as it is */
+            size_t j = plain_run_end(p, i + 1, n, CL_SIMPLE_STOP);
+            out_bytes(o, p + i, j - i);
+            i = j - 1;
+            continue;
+        }
         if (st->eol_pending) {
             out_byte(o, '\r');
             out_byte(o, '\n');
@@ -137,6 +182,13 @@ static void relaxed_hdr_feed(hdr_state *st, hdr_out *o, const uint8_t *p, size_t
             st->wsp_pending = false; /* WSP before the colon */
             st->seen_colon = true;
             out_byte(o, ':');
+        } else if (st->seen_colon) {
+            /* In the value, once this byte is written (with the SP of a WSP run before
+             * it), the bytes up to the next WSP or line end go out as they are. */
+            relaxed_hdr_content(st, o, c);
+            size_t j = plain_run_end(p, i + 1, n, CL_RELAXED_STOP);
+            out_bytes(o, p + i + 1, j - i - 1);
+            i = j - 1;
         } else {
             relaxed_hdr_content(st, o, c);
         }
@@ -185,16 +237,6 @@ void dkd__canon_header(enum dkd_canon canon, dkd_span raw, size_t skip_off, size
 }
 
 /* ---- body ---- */
-
-/* Byte classes: which bytes end a run of ordinary content. */
-enum { CL_SIMPLE_STOP = 1, CL_RELAXED_STOP = 2 };
-
-static const uint8_t body_class[256] = {
-    ['\r'] = CL_SIMPLE_STOP | CL_RELAXED_STOP,
-    ['\n'] = CL_SIMPLE_STOP | CL_RELAXED_STOP,
-    [' '] = CL_RELAXED_STOP,
-    ['\t'] = CL_RELAXED_STOP,
-};
 
 static void body_flush(dkd_body_canon *bc)
 {
