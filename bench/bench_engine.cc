@@ -6,7 +6,8 @@
  * and body canonicalization fed into SHA-256 (bytes/s, beside plain SHA-256 of the same
  * bytes), RSA-2048/4096 and Ed25519 verification with an already parsed key (OpenSSL
  * directly with a reused context = the limit; the way verify.c calls it = the engine
- * path), and whole in-process verification of corpus messages per size bucket.
+ * path: a fresh context per call), and whole in-process verification of corpus
+ * messages per size bucket.
  *
  * The engine-private stages are reached through stages.c (their headers are C only).
  * Inputs are built in set-up, outside the timed loops. Keys come from bench/keys/ *.pem
@@ -309,8 +310,9 @@ BENCHMARK_CAPTURE(BM_VerifyLimit, rsa2048, "rsa2048");
 BENCHMARK_CAPTURE(BM_VerifyLimit, rsa4096, "rsa4096");
 BENCHMARK_CAPTURE(BM_VerifyLimit, ed25519, "ed25519");
 
-// The engine path: what verify.c does per signature with a cached key — a fresh
-// EVP_PKEY_CTX for RSA each time, a reused EVP_MD_CTX for Ed25519.
+// A fresh EVP_PKEY_CTX per RSA verify (and EVP_DigestVerifyInit_ex per Ed25519 verify):
+// what verify.c did per signature before 679b81f. verify.c now keeps RSA contexts for its
+// last keys, i.e. BM_VerifyLimit; this one stays to show what a context per call costs.
 void BM_VerifyEnginePath(benchmark::State &state, const char *name)
 {
     SignedDigest s;
