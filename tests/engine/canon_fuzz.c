@@ -1,8 +1,10 @@
 /*
  * canon_fuzz.c - fuzz target for canonicalization: on any input, the streaming body
  * code fed in fuzzer-chosen chunks, with a fuzzer-chosen l=, produces exactly the
- * bytes (and the emitted count) of the naive whole-buffer reference in canon_test.c;
- * and the header code, with a fuzzer-chosen skip range, matches the reference too.
+ * bytes (and the emitted count) of the naive whole-buffer reference in canon_test.c,
+ * with every body implementation this CPU runs (scalar, SSE2, AVX2: SIMD == scalar ==
+ * reference); and the header code, with a fuzzer-chosen skip range, matches the
+ * reference too.
  *
  * Input layout: byte 0 = flags (bit 0 relaxed, bit 1 with_crlf, bit 2 use l=),
  * byte 1 = l= (taken relative to the body length), byte 2 = skip start, byte 3 = skip
