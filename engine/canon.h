@@ -25,7 +25,7 @@
  * The sink receives canonical bytes in order. A call may be of any length: canon code
  * batches small pieces (a few KiB per call), and the body path may also pass a long run
  * of bytes straight from the caller's chunk (no copy) when the input is already
- * canonical there. p is valid only during the call; n may be 0 on no call.
+ * canonical there. p is valid only during the call; n > 0.
  */
 typedef void (*dkd_canon_sink_fn)(void *sink_arg, const uint8_t *p, size_t n);
 
@@ -63,7 +63,9 @@ typedef struct dkd_body_canon {
 } dkd_body_canon;
 
 /* dkd__body_init starts a body with the best implementation for this CPU (chosen once
- * per process, on first use; any thread may call). */
+ * per process, on first use; any thread may call). The environment variable
+ * DKD_CANON_IMPL=scalar|sse2|avx2, read at that first use, overrides the choice (for
+ * before/after measurements of whole programs). */
 void dkd__body_init(dkd_body_canon *bc, enum dkd_canon canon, uint64_t limit,
                     dkd_canon_sink_fn sink, void *sink_arg);
 /* dkd__body_set_impl forces one implementation (tests, benchmarks) right after init;
