@@ -466,11 +466,16 @@ static void body_update_fast(dkd_body_canon *bc, const uint8_t *p, size_t n, sca
                     break; /* the run may go on in the next chunk */
                 }
                 if (p[r] != '\r' && p[r] != '\n') {
-                    if (k > vs) {
-                        body_verbatim(bc, p + vs, k - vs);
+                    if (c == ' ') {
+                        /* the run's first SP is the one SP written: keep it in place */
+                        body_verbatim(bc, p + vs, k + 1 - vs);
+                    } else {
+                        if (k > vs) {
+                            body_verbatim(bc, p + vs, k - vs);
+                        }
+                        body_content(bc, (const uint8_t *)" ", 1);
+                        bc->line_has_data = true;
                     }
-                    body_content(bc, (const uint8_t *)" ", 1);
-                    bc->line_has_data = true;
                     vs = i = r;
                     continue;
                 }
