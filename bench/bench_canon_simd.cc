@@ -25,15 +25,17 @@
 
 #include "canon_simd_stages.h"
 
-namespace {
+namespace
+{
 
 enum Kind { kText, kClean, kBase64, kLf, kHtml };
 
 std::string make_body(size_t size, Kind kind)
 {
     static const char *const words[] = {
-        "the", "of", "and", "to", "a", "in", "is", "it", "you", "that", "was", "for",
-        "on", "are", "with", "as", "capacity", "report", "quarter", "invoice", "meeting",
+        "the",      "of",     "and",      "to",           "a",        "in",       "is",
+        "it",       "you",    "that",     "was",          "for",      "on",       "are",
+        "with",     "as",     "capacity", "report",       "quarter",  "invoice",  "meeting",
         "delivery", "server", "customer", "subscription", "December", "forecast", "mail"};
     std::mt19937 rng(42);
     std::string out;
@@ -119,12 +121,11 @@ void canon_bench(benchmark::State &state, bool relaxed, int impl, bool hash)
 }
 
 // Args: {body bytes, kind}.
-#define BODY_ARGS                                                                          \
-    ArgsProduct({{2048, 20480, 204800}, {kText, kClean, kBase64, kLf, kHtml}})
+#define BODY_ARGS ArgsProduct({{2048, 20480, 204800}, {kText, kClean, kBase64, kLf, kHtml}})
 
-#define CANON_CASES(name, relaxed, hash)                                                   \
-    BENCHMARK_CAPTURE(name, relaxed_scalar, relaxed, BCS_SCALAR, hash)->BODY_ARGS;         \
-    BENCHMARK_CAPTURE(name, relaxed_sse2, relaxed, BCS_SSE2, hash)->BODY_ARGS;             \
+#define CANON_CASES(name, relaxed, hash)                                                           \
+    BENCHMARK_CAPTURE(name, relaxed_scalar, relaxed, BCS_SCALAR, hash)->BODY_ARGS;                 \
+    BENCHMARK_CAPTURE(name, relaxed_sse2, relaxed, BCS_SSE2, hash)->BODY_ARGS;                     \
     BENCHMARK_CAPTURE(name, relaxed_avx2, relaxed, BCS_AVX2, hash)->BODY_ARGS;
 
 void BM_CanonSha256(benchmark::State &state, bool relaxed, int impl, bool hash)
@@ -149,6 +150,6 @@ BENCHMARK_CAPTURE(BM_SimpleCanonSha256, simple_scalar, false, BCS_SCALAR, true)-
 BENCHMARK_CAPTURE(BM_SimpleCanonSha256, simple_sse2, false, BCS_SSE2, true)->BODY_ARGS;
 BENCHMARK_CAPTURE(BM_SimpleCanonSha256, simple_avx2, false, BCS_AVX2, true)->BODY_ARGS;
 
-}  // namespace
+} // namespace
 
 BENCHMARK_MAIN();

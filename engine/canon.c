@@ -46,7 +46,6 @@ static const uint8_t body_class[256] = {
     ['\t'] = CL_RELAXED_STOP,
 };
 
-
 /* A small output batch on the stack, so the sink (a hash update) sees a few calls per
  * field rather than one per byte. */
 typedef struct hdr_out {
@@ -100,11 +99,11 @@ static void out_byte(hdr_out *o, uint8_t c)
 
 /* Header state carried from the part before the skipped range to the part after. */
 typedef struct hdr_state {
-    bool cr_pending;     /* a CR was seen; whether it is a line end depends on the next byte */
-    bool eol_pending;    /* simple: a line end was seen; dropped if it is the last thing */
-    bool wsp_pending;    /* relaxed: WSP seen, to become one SP if content follows */
-    bool seen_colon;     /* relaxed: past the colon ending the name */
-    bool value_started;  /* relaxed: a value byte after the colon was written */
+    bool cr_pending;    /* a CR was seen; whether it is a line end depends on the next byte */
+    bool eol_pending;   /* simple: a line end was seen; dropped if it is the last thing */
+    bool wsp_pending;   /* relaxed: WSP seen, to become one SP if content follows */
+    bool seen_colon;    /* relaxed: past the colon ending the name */
+    bool value_started; /* relaxed: a value byte after the colon was written */
 } hdr_state;
 
 /* simple: bytes as they are, a bare LF written as CRLF, and the final line end held

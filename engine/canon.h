@@ -50,12 +50,12 @@ enum dkd_canon_impl {
 typedef struct dkd_body_canon {
     enum dkd_canon canon;
     enum dkd_canon_impl impl; /* never AUTO once initialised */
-    bool cr_pending;      /* last byte seen was CR; LF may follow in the next chunk */
-    bool wsp_pending;     /* relaxed: WSP seen on this line, not yet emitted */
-    bool line_has_data;   /* current line has emitted content */
-    uint64_t blank_lines; /* empty lines held back: they count only if text follows */
-    uint64_t limit;       /* l=, or UINT64_MAX */
-    uint64_t emitted;     /* canonical bytes produced (counted past the limit too) */
+    bool cr_pending;          /* last byte seen was CR; LF may follow in the next chunk */
+    bool wsp_pending;         /* relaxed: WSP seen on this line, not yet emitted */
+    bool line_has_data;       /* current line has emitted content */
+    uint64_t blank_lines;     /* empty lines held back: they count only if text follows */
+    uint64_t limit;           /* l=, or UINT64_MAX */
+    uint64_t emitted;         /* canonical bytes produced (counted past the limit too) */
     dkd_canon_sink_fn sink;
     void *sink_arg;
     size_t buf_len;

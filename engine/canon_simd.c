@@ -57,8 +57,8 @@ static inline __m128i bad_sse2(const uint8_t *q, bool relaxed)
         const __m128i sp = _mm_set1_epi8(' '), tab = _mm_set1_epi8('\t');
         __m128i nx_ws = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(nx, sp), _mm_cmpeq_epi8(nx, tab)),
                                      _mm_or_si128(nx_cr, nx_lf));
-        bad = _mm_or_si128(bad, _mm_or_si128(_mm_cmpeq_epi8(c, tab),
-                                             _mm_and_si128(_mm_cmpeq_epi8(c, sp), nx_ws)));
+        bad = _mm_or_si128(
+            bad, _mm_or_si128(_mm_cmpeq_epi8(c, tab), _mm_and_si128(_mm_cmpeq_epi8(c, sp), nx_ws)));
     }
     return bad;
 }
@@ -125,9 +125,9 @@ AVX2 static inline __m256i bad_avx2(const uint8_t *q, bool relaxed)
         /* nx is SP, HTAB, CR or LF: the table holds, at each of their low nibbles, the
          * byte itself; any other byte (and any byte >= 0x80, which PSHUFB maps to 0)
          * does not match its entry. */
-        const __m256i special = _mm256_setr_epi8(
-            ' ', 1, 1, 1, 1, 1, 1, 1, 1, '\t', '\n', 1, 1, '\r', 1, 1,
-            ' ', 1, 1, 1, 1, 1, 1, 1, 1, '\t', '\n', 1, 1, '\r', 1, 1);
+        const __m256i special =
+            _mm256_setr_epi8(' ', 1, 1, 1, 1, 1, 1, 1, 1, '\t', '\n', 1, 1, '\r', 1, 1, ' ', 1, 1,
+                             1, 1, 1, 1, 1, 1, '\t', '\n', 1, 1, '\r', 1, 1);
         __m256i nx_ws = _mm256_cmpeq_epi8(_mm256_shuffle_epi8(special, nx), nx);
         __m256i c_sp = _mm256_cmpeq_epi8(c, _mm256_set1_epi8(' '));
         __m256i c_tab = _mm256_cmpeq_epi8(c, _mm256_set1_epi8('\t'));

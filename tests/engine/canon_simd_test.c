@@ -135,9 +135,9 @@ static size_t ordinary_text(uint8_t *p, size_t n)
 }
 
 static const char *const plants[] = {
-    "  ",      "\t",       " \t ",     " \r\n",  "\t\r\n",  "\n",       "\r",
-    "\r\n\r\n", "\n\n",    "\r\r\n",   "\0",     "\x80\xff", " \r",     "\r ",
-    "\r\n \r\n", "\r\n\t", "\n ",      " \n",    "\r\n\r\n\r\n\r\n",
+    "  ",        "\t",     " \t ",   " \r\n", "\t\r\n",           "\n",  "\r",
+    "\r\n\r\n",  "\n\n",   "\r\r\n", "\0",    "\x80\xff",         " \r", "\r ",
+    "\r\n \r\n", "\r\n\t", "\n ",    " \n",   "\r\n\r\n\r\n\r\n",
 };
 
 /* Every plant at every offset in [0, 100) of a 200-byte text (so across the first
@@ -346,12 +346,9 @@ static void test_zero_copy(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_impl_selection),
-        cmocka_unit_test(test_plants_at_every_offset),
-        cmocka_unit_test(test_plants_at_chunk_end),
-        cmocka_unit_test(test_long_runs),
-        cmocka_unit_test(test_random_text),
-        cmocka_unit_test(test_zero_copy),
+        cmocka_unit_test(test_impl_selection),      cmocka_unit_test(test_plants_at_every_offset),
+        cmocka_unit_test(test_plants_at_chunk_end), cmocka_unit_test(test_long_runs),
+        cmocka_unit_test(test_random_text),         cmocka_unit_test(test_zero_copy),
     };
     return cmocka_run_group_tests(tests, find_impls, NULL);
 }

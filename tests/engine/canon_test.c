@@ -285,8 +285,9 @@ static ref_buf stream_body(enum dkd_canon canon, enum dkd_canon_impl impl, uint6
 /* (unused attributes: each includer of the reference part uses only some of it) */
 /* check_body_against_ref returns true when streaming == reference for this input, for
  * every implementation this CPU runs. */
-__attribute__((unused)) static bool check_body_against_ref(enum dkd_canon canon, uint64_t limit, const uint8_t *p,
-                                   size_t n, const size_t *chunks, size_t nchunks)
+__attribute__((unused)) static bool check_body_against_ref(enum dkd_canon canon, uint64_t limit,
+                                                           const uint8_t *p, size_t n,
+                                                           const size_t *chunks, size_t nchunks)
 {
     ref_buf want = ref_body(canon, p, n);
     size_t want_sent = want.len < limit ? want.len : (size_t)limit;
@@ -314,13 +315,14 @@ __attribute__((unused)) static bool check_body_against_ref(enum dkd_canon canon,
     return ok;
 }
 
-__attribute__((unused)) static bool check_header_against_ref(enum dkd_canon canon, const uint8_t *raw, size_t n,
-                                     size_t skip_off, size_t skip_end, bool with_crlf)
+__attribute__((unused)) static bool check_header_against_ref(enum dkd_canon canon,
+                                                             const uint8_t *raw, size_t n,
+                                                             size_t skip_off, size_t skip_end,
+                                                             bool with_crlf)
 {
     ref_buf want = ref_header(canon, raw, n, skip_off, skip_end, with_crlf);
     collect c = {0};
-    dkd__canon_header(canon, dkd__span(raw, n), skip_off, skip_end, with_crlf, collect_sink,
-                      &c);
+    dkd__canon_header(canon, dkd__span(raw, n), skip_off, skip_end, with_crlf, collect_sink, &c);
     bool ok = c.out.len == want.len && (want.len == 0 || memcmp(c.out.p, want.p, want.len) == 0);
     rb_free(&want);
     rb_free(&c.out);
@@ -421,8 +423,7 @@ static void test_header_relaxed(void **state)
     expect_hdr(DKD_CANON_RELAXED, "A: X\r\n", true, "a:X\r\n");
     expect_hdr(DKD_CANON_RELAXED, "B : Y\t\r\n\tZ  \r\n", true, "b:Y Z\r\n");
     expect_hdr(DKD_CANON_RELAXED, "B : Y\t\r\n\tZ  \r\n", false, "b:Y Z");
-    expect_hdr(DKD_CANON_RELAXED, "SUBJECT:  Hello \t World \r\n", true,
-               "subject:Hello World\r\n");
+    expect_hdr(DKD_CANON_RELAXED, "SUBJECT:  Hello \t World \r\n", true, "subject:Hello World\r\n");
     /* only the name is lowercased; later colons are value bytes */
     expect_hdr(DKD_CANON_RELAXED, "X-Mixed-Case: Value:With \t:Colons\r\n", true,
                "x-mixed-case:Value:With :Colons\r\n");
@@ -849,8 +850,8 @@ static void test_random_header(void **state)
         }
         bool with_crlf = rng_below(2);
         if (!check_header_against_ref(canon, raw, n, skip_off, skip_end, with_crlf)) {
-            fprintf(stderr, "header mismatch: seed %#llx iteration %d\n",
-                    (unsigned long long)seed, it);
+            fprintf(stderr, "header mismatch: seed %#llx iteration %d\n", (unsigned long long)seed,
+                    it);
             fail();
         }
     }
@@ -859,18 +860,12 @@ static void test_random_header(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_header_simple),
-        cmocka_unit_test(test_header_relaxed),
-        cmocka_unit_test(test_header_skip),
-        cmocka_unit_test(test_header_batches_large_field),
-        cmocka_unit_test(test_body_simple),
-        cmocka_unit_test(test_body_relaxed),
-        cmocka_unit_test(test_body_cr_lf_split),
-        cmocka_unit_test(test_body_limit),
-        cmocka_unit_test(test_body_large),
-        cmocka_unit_test(test_empty_body_hashes),
-        cmocka_unit_test(test_reference_itself),
-        cmocka_unit_test(test_random_body),
+        cmocka_unit_test(test_header_simple),    cmocka_unit_test(test_header_relaxed),
+        cmocka_unit_test(test_header_skip),      cmocka_unit_test(test_header_batches_large_field),
+        cmocka_unit_test(test_body_simple),      cmocka_unit_test(test_body_relaxed),
+        cmocka_unit_test(test_body_cr_lf_split), cmocka_unit_test(test_body_limit),
+        cmocka_unit_test(test_body_large),       cmocka_unit_test(test_empty_body_hashes),
+        cmocka_unit_test(test_reference_itself), cmocka_unit_test(test_random_body),
         cmocka_unit_test(test_random_header),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
