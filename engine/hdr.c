@@ -3,9 +3,13 @@
  *
  * Workload: every message passes through here once, before any signature is looked
  * at; a typical block is 2-10 KiB with 20-60 fields, some folded over many lines.
- * The parser walks the block line by line with memchr (the libc version is
- * vectorised) and records spans into the caller's array; it never copies or
- * allocates, in the manner of picohttpparser's parse_headers.
+ * The parser records spans into the caller's array; it never copies or allocates, in
+ * the manner of picohttpparser's parse_headers. Each byte is looked at once: the name
+ * is checked byte by byte up to its colon (names are short), and the rest of each line
+ * is skipped with one memchr for its LF (the libc version is vectorised). The caller
+ * sizes nothing in advance: dkd__hdr_index_more stops when the array is full and
+ * resumes where it stopped, so the verifier grows its index instead of counting lines
+ * in a pass of its own.
  *
  * Decisions beyond RFC 5322's grammar, because real mail is not always well formed:
  *  - a bare LF ends a line like CRLF does; a CR not followed by LF is a value byte;
@@ -18,34 +22,70 @@
 
 #include <string.h>
 
-/* A name is printable US-ASCII without the colon (RFC 5322 ftext). */
-static bool name_valid(const uint8_t *p, size_t n)
+/* A name byte is printable US-ASCII without the colon (RFC 5322 ftext). */
+static inline bool is_ftext(uint8_t c)
 {
-    if (n == 0) {
-        return false;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (p[i] < 0x21 || p[i] > 0x7e || p[i] == ':') {
-            return false;
-        }
-    }
-    return true;
+    return c >= 0x21 && c <= 0x7e && c != ':';
 }
 
-dkd_hdr_status dkd__hdr_parse(dkd_span block, dkd_field *fields, size_t max, size_t *count,
-                              size_t *err_off)
+/*
+ * parse_from is dkd__hdr_parse starting at *pos with n fields already in fields[]; it
+ * leaves *pos at the line where it stopped (the offending line on MALFORMED, the field
+ * that did not fit on TOO_MANY, the end of the block or its empty line on OK).
+ */
+static dkd_hdr_status parse_from(dkd_span block, size_t *pos_io, dkd_field *fields, size_t max,
+                                 size_t *n_io)
 {
-    size_t n = 0;
-    size_t pos = 0;
+    const uint8_t *p = block.ptr;
+    const size_t len = block.len;
+    size_t pos = *pos_io;
+    size_t n = *n_io;
     dkd_field *cur = NULL;
     dkd_hdr_status st = DKD_HDR_OK;
 
-    while (pos < block.len) {
-        const uint8_t *line = block.ptr + pos;
-        size_t rest = block.len - pos;
-        const uint8_t *lf = memchr(line, '\n', rest);
-        /* line_len includes the line end; text excludes it. A last line without a
-         * line end runs to the end of the block. */
+    while (pos < len) {
+        const uint8_t *line = p + pos;
+        size_t rest = len - pos;
+        uint8_t c0 = line[0];
+        if (c0 == '\n' || (c0 == '\r' && rest > 1 && line[1] == '\n')) {
+            break; /* the empty line that ends the header block */
+        }
+        size_t from; /* where the search for the line end starts */
+        if (dkd__is_wsp(c0)) {
+            if (cur == NULL) {
+                st = DKD_HDR_MALFORMED; /* a continuation with nothing to continue */
+                break;
+            }
+            from = 1;
+        } else {
+            /* name = ftext+, then optional WSP, then the colon; anything else (no colon
+             * on the line, a control or 8-bit byte before it) makes the line malformed. */
+            size_t i = 0;
+            while (i < rest && is_ftext(line[i])) {
+                i++;
+            }
+            size_t name_len = i;
+            while (i < rest && dkd__is_wsp(line[i])) {
+                i++;
+            }
+            if (name_len == 0 || i == rest || line[i] != ':') {
+                st = DKD_HDR_MALFORMED;
+                break;
+            }
+            if (n == max) {
+                st = DKD_HDR_TOO_MANY;
+                break;
+            }
+            cur = &fields[n++];
+            cur->name = dkd__span(line, name_len);
+            cur->value.ptr = line + i + 1;
+            cur->raw.ptr = line;
+            cur->raw.len = 0;
+            from = i + 1;
+        }
+        const uint8_t *lf = from < rest ? memchr(line + from, '\n', rest - from) : NULL;
+        /* line_len includes the line end; text excludes it. A last line without a line
+         * end runs to the end of the block. */
         size_t line_len = lf != NULL ? (size_t)(lf - line) + 1 : rest;
         size_t text = line_len;
         if (lf != NULL) {
@@ -54,45 +94,23 @@ dkd_hdr_status dkd__hdr_parse(dkd_span block, dkd_field *fields, size_t max, siz
                 text--;
             }
         }
-        if (lf != NULL && text == 0) {
-            break; /* the empty line that ends the header block */
-        }
-
-        if (dkd__is_wsp(line[0])) {
-            if (cur == NULL) {
-                st = DKD_HDR_MALFORMED; /* a continuation with nothing to continue */
-                break;
-            }
-            cur->raw.len += line_len;
-            cur->value.len = (size_t)(line + text - cur->value.ptr);
-            pos += line_len;
-            continue;
-        }
-
-        const uint8_t *colon = memchr(line, ':', text);
-        if (colon == NULL) {
-            st = DKD_HDR_MALFORMED;
-            break;
-        }
-        size_t name_len = (size_t)(colon - line);
-        while (name_len > 0 && dkd__is_wsp(line[name_len - 1])) {
-            name_len--;
-        }
-        if (!name_valid(line, name_len)) {
-            st = DKD_HDR_MALFORMED;
-            break;
-        }
-        if (n == max) {
-            st = DKD_HDR_TOO_MANY;
-            break;
-        }
-        cur = &fields[n++];
-        cur->raw = dkd__span(line, line_len);
-        cur->name = dkd__span(line, name_len);
-        cur->value = dkd__span(colon + 1, (size_t)(line + text - (colon + 1)));
+        /* The value ends at the text end of the field's last line so far; the colon is
+         * within the first line's text, so this never runs backwards. */
+        cur->value.len = (size_t)(line + text - cur->value.ptr);
+        cur->raw.len += line_len;
         pos += line_len;
     }
 
+    *pos_io = pos;
+    *n_io = n;
+    return st;
+}
+
+dkd_hdr_status dkd__hdr_parse(dkd_span block, dkd_field *fields, size_t max, size_t *count,
+                              size_t *err_off)
+{
+    size_t pos = 0, n = 0;
+    dkd_hdr_status st = parse_from(block, &pos, fields, max, &n);
     *count = n;
     if (st != DKD_HDR_OK && err_off != NULL) {
         *err_off = pos; /* the start of the offending line */
@@ -134,26 +152,27 @@ size_t dkd__hdr_block_len(dkd_span msg)
     return len;
 }
 
-dkd_hdr_status dkd__hdr_index(dkd_span block, dkd_field *fields, size_t max, size_t *count)
+dkd_hdr_status dkd__hdr_index_more(dkd_span block, size_t *pos, dkd_field *fields, size_t max,
+                                   size_t *count)
 {
-    size_t n = 0;
-    dkd_span rest = block;
     for (;;) {
-        size_t got = 0, err_off = 0;
-        dkd_hdr_status st = dkd__hdr_parse(rest, fields + n, max - n, &got, &err_off);
-        n += got;
+        dkd_hdr_status st = parse_from(block, pos, fields, max, count);
         if (st != DKD_HDR_MALFORMED) {
-            *count = n;
             return st;
         }
-        const uint8_t *nl =
-            err_off < rest.len ? memchr(rest.ptr + err_off, '\n', rest.len - err_off) : NULL;
+        /* Skip the malformed line and go on with the fields after it. */
+        const uint8_t *nl = memchr(block.ptr + *pos, '\n', block.len - *pos);
         if (nl == NULL) {
-            *count = n;
+            *pos = block.len;
             return DKD_HDR_OK;
         }
-        size_t skip = (size_t)(nl - rest.ptr) + 1;
-        rest.ptr += skip;
-        rest.len -= skip;
+        *pos = (size_t)(nl - block.ptr) + 1;
     }
+}
+
+dkd_hdr_status dkd__hdr_index(dkd_span block, dkd_field *fields, size_t max, size_t *count)
+{
+    size_t pos = 0;
+    *count = 0;
+    return dkd__hdr_index_more(block, &pos, fields, max, count);
 }

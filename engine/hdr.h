@@ -43,6 +43,15 @@ dkd_hdr_status dkd__hdr_parse(dkd_span block, dkd_field *fields, size_t max, siz
  */
 dkd_hdr_status dkd__hdr_index(dkd_span block, dkd_field *fields, size_t max, size_t *count);
 
+/*
+ * dkd__hdr_index_more is dkd__hdr_index resumable: it starts at byte *pos of block with
+ * *count fields already in fields[], and on DKD_HDR_TOO_MANY leaves *pos at the field
+ * that did not fit, so the caller can give it a larger array (the *count fields found
+ * so far copied over) and call again. One pass over the block in all.
+ */
+dkd_hdr_status dkd__hdr_index_more(dkd_span block, size_t *pos, dkd_field *fields, size_t max,
+                                   size_t *count);
+
 /* dkd__hdr_block_len returns the header block length of a message, through the empty
  * line (CRLF CRLF, LF LF or mixed), or the whole input when there is none. */
 size_t dkd__hdr_block_len(dkd_span msg);

@@ -298,47 +298,103 @@ static EVP_MD_CTX *pool_md(dkd_msg *m, size_t i)
     return m->md_pool[i];
 }
 
-/* parse_fields indexes the header block into the arena (see dkd__hdr_index). */
+/* parse_fields indexes the header block into the arena (see dkd__hdr_index) in one pass.
+ * The index starts with room for one field per 64 bytes of block (real fields average
+ * 50-100 bytes, so a typical message fits at once and the arena part left unused is
+ * small) and doubles when full, up to the configured maximum: counting lines first to
+ * size it exactly, as this did before, cost a second scan of the block. */
 static int parse_fields(dkd_msg *m, dkd_span block, dkd_field **out, size_t *count)
 {
-    /* Size the index by the line count (a field takes at least one line), not by the
-     * configured maximum, so a typical message needs a few KiB of arena. */
-    size_t lines = 1;
-    for (const uint8_t *p = block.ptr, *end = block.ptr + block.len;
-         p < end && (p = memchr(p, '\n', (size_t)(end - p))) != NULL; p++) {
-        lines++;
+    size_t limit = m->eng->cfg.max_header_fields;
+    size_t cap = block.len / 64 + 16;
+    if (cap > limit) {
+        cap = limit;
     }
-    size_t max = m->eng->cfg.max_header_fields;
-    if (lines < max) {
-        max = lines;
-    }
-    dkd_field *fields = dkd__arena_alloc(&m->arena, max * sizeof *fields);
+    dkd_field *fields = dkd__arena_alloc(&m->arena, cap * sizeof *fields);
     if (fields == NULL) {
         return DKD_ERR_NOMEM;
     }
-    size_t n = 0;
-    if (dkd__hdr_index(block, fields, max, &n) != DKD_HDR_OK) {
-        return DKD_ERR_TOO_LARGE;
+    size_t pos = 0, n = 0;
+    while (dkd__hdr_index_more(block, &pos, fields, cap, &n) == DKD_HDR_TOO_MANY) {
+        if (cap == limit) {
+            return DKD_ERR_TOO_LARGE;
+        }
+        size_t bigger = cap <= limit / 2 ? cap * 2 : limit;
+        dkd_field *grown = dkd__arena_alloc(&m->arena, bigger * sizeof *grown);
+        if (grown == NULL) {
+            return DKD_ERR_NOMEM;
+        }
+        memcpy(grown, fields, n * sizeof *fields);
+        fields = grown;
+        cap = bigger;
     }
     *out = fields;
     *count = n;
     return 0;
 }
 
-static void hash_headers(dkd_msg *m, sig_state *st, const dkd_field *fields, size_t nfields,
-                         size_t self, bool *used)
+/*
+ * The header selection index: every field in chains by a hash of its lower-cased name,
+ * each chain bottom-most field first, built once per message. A signature then finds the
+ * bottom-most unused instance of each h= name by walking one short chain instead of all
+ * fields (that was O(h= names x fields) per signature). "Used" is a per-signature mark
+ * (mark[f] == the signature's generation), so nothing is cleared between signatures.
+ */
+enum { SEL_BUCKETS = 64 };
+
+typedef struct hdr_select {
+    uint32_t head[SEL_BUCKETS]; /* field index + 1 of the chain's bottom-most field; 0 none */
+    uint32_t *next;             /* per field: the next field up the block in its chain, + 1 */
+    uint32_t *mark;             /* per field: generation of the signature that used it */
+    uint32_t gen;
+} hdr_select;
+
+static unsigned name_bucket(dkd_span name)
+{
+    /* Length, first and last byte, case folded by | 0x20 (which also merges a few
+     * punctuation pairs: harmless, as chains are checked with a real case-insensitive
+     * compare). A hash over every byte of every name cost more than the old scan saved:
+     * the common names already differ in these three (From, To, Subject, Date,
+     * Message-ID, Received, DKIM-Signature, List-*). Empty names do not occur. */
+    uint32_t h = (uint32_t)name.len * 17u + (uint32_t)(name.ptr[0] | 0x20) * 5u +
+                 (uint32_t)(name.ptr[name.len - 1] | 0x20);
+    return h & (SEL_BUCKETS - 1);
+}
+
+static int select_init(dkd_msg *m, hdr_select *sel, const dkd_field *fields, size_t nfields)
+{
+    memset(sel->head, 0, sizeof sel->head);
+    sel->next = dkd__arena_alloc(&m->arena, (nfields + 1) * sizeof *sel->next);
+    sel->mark = dkd__arena_alloc(&m->arena, (nfields + 1) * sizeof *sel->mark);
+    if (sel->next == NULL || sel->mark == NULL) {
+        return DKD_ERR_NOMEM;
+    }
+    memset(sel->mark, 0, (nfields + 1) * sizeof *sel->mark);
+    sel->gen = 0;
+    for (size_t f = 0; f < nfields; f++) {
+        unsigned b = name_bucket(fields[f].name);
+        sel->next[f] = sel->head[b];
+        sel->head[b] = (uint32_t)f + 1;
+    }
+    return 0;
+}
+
+static void hash_headers(dkd_msg *m, sig_state *st, const dkd_field *fields, hdr_select *sel,
+                         size_t self)
 {
     const dkd_sig *sig = st->sig;
     EVP_MD_CTX *md = m->hdr_md;
     EVP_DigestInit_ex(md, engine_md(m->eng, sig->hash), NULL);
-    memset(used, 0, nfields * sizeof *used);
-    used[self] = true;
+    uint32_t gen = ++sel->gen;
+    sel->mark[self] = gen;
     for (size_t h = 0; h < sig->h_count; h++) {
         /* Bottom-up: the last unused instance of the name. A name with no instance left
          * contributes nothing (over-signing against added headers). */
-        for (size_t f = nfields; f-- > 0;) {
-            if (!used[f] && dkd__span_eq_nocase(fields[f].name, sig->h_names[h])) {
-                used[f] = true;
+        for (uint32_t f1 = sel->head[name_bucket(sig->h_names[h])]; f1 != 0;
+             f1 = sel->next[f1 - 1]) {
+            size_t f = f1 - 1;
+            if (sel->mark[f] != gen && dkd__span_eq_nocase(fields[f].name, sig->h_names[h])) {
+                sel->mark[f] = gen;
                 dkd__canon_header(sig->canon_header, fields[f].raw, 0, 0, true, md_sink, md);
                 break;
             }
@@ -447,12 +503,13 @@ int dkd_msg_begin(dkd_msg *m, const uint8_t *hdr, size_t len)
     m->results = dkd__arena_alloc(&m->arena, (nsigs + 1) * sizeof *m->results);
     m->groups = dkd__arena_alloc(&m->arena, (evaluated + 1) * sizeof *m->groups);
     m->keys = dkd__arena_alloc(&m->arena, (evaluated + 1) * sizeof *m->keys);
-    bool *used = dkd__arena_alloc(&m->arena, (nfields + 1) * sizeof *used);
-    if (!m->sigs || !m->results || !m->groups || !m->keys || !used) {
+    if (!m->sigs || !m->results || !m->groups || !m->keys) {
         return DKD_ERR_NOMEM;
     }
     memset(m->sigs, 0, (nsigs + 1) * sizeof *m->sigs);
     memset(m->results, 0, (nsigs + 1) * sizeof *m->results);
+    hdr_select sel; /* built at the first signature that needs header hashes */
+    bool have_sel = false;
 
     for (size_t f = 0; f < nfields; f++) {
         if (!dkd__span_eq_str_nocase(fields[f].name, "DKIM-Signature")) {
@@ -492,7 +549,13 @@ int dkd_msg_begin(dkd_msg *m, const uint8_t *hdr, size_t len)
             st->decided = true;
             continue;
         }
-        hash_headers(m, st, fields, nfields, f, used);
+        if (!have_sel) {
+            if ((rc = select_init(m, &sel, fields, nfields)) != 0) {
+                return rc;
+            }
+            have_sel = true;
+        }
+        hash_headers(m, st, fields, &sel, f);
         if ((rc = body_group_for(m, sig, &st->group_idx)) != 0 ||
             (rc = key_request_for(m, sig, &st->key_idx)) != 0) {
             return rc;
