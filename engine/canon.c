@@ -422,6 +422,30 @@ static size_t blank_tail(const uint8_t *p, size_t i, size_t e)
 }
 
 typedef size_t (*scan_fn)(const uint8_t *p, size_t i, size_t n);
+typedef size_t (*blocks_fn)(const uint8_t *p, size_t i, size_t n, bool *line_has_data, uint8_t *out,
+                            size_t *out_len, size_t out_cap);
+
+/* body_blocks hands the bytes from i on to a block rewriter (dkd__canon_relaxed_blocks_*)
+ * that writes into the batch, and returns where it stopped (i when it could not start).
+ * It bypasses body_count, so it runs only while l= is out of reach of what it can write
+ * (2 bytes per input byte at most). */
+static size_t body_blocks(dkd_body_canon *bc, const uint8_t *p, size_t i, size_t n,
+                          blocks_fn blocks)
+{
+    if (n - i < 65 || bc->emitted > bc->limit || bc->limit - bc->emitted < 2 * (uint64_t)(n - i) ||
+        p[i - 1] == '\r' || dkd__is_wsp(p[i - 1])) {
+        return i;
+    }
+    if (sizeof bc->buf - bc->buf_len < 400) {
+        body_flush(bc);
+    }
+    size_t before = bc->buf_len;
+    bool data = bc->line_has_data;
+    size_t e = blocks(p, i, n, &data, bc->buf, &bc->buf_len, sizeof bc->buf);
+    bc->emitted += bc->buf_len - before;
+    bc->line_has_data = data;
+    return e;
+}
 
 /*
  * body_update_fast: the scanner finds runs that are canonical as they stand; the two
@@ -433,7 +457,8 @@ typedef size_t (*scan_fn)(const uint8_t *p, size_t i, size_t n);
  * Anything else (lone CR, WSP-only lines, a bare LF after a blank line, the end of the
  * chunk) goes to the scalar reference byte by byte until the state is clean again.
  */
-static void body_update_fast(dkd_body_canon *bc, const uint8_t *p, size_t n, scan_fn scan)
+static void body_update_fast(dkd_body_canon *bc, const uint8_t *p, size_t n, scan_fn scan,
+                             blocks_fn blocks)
 {
     bool relaxed = bc->canon == DKD_CANON_RELAXED;
     size_t i = 0;
@@ -456,6 +481,24 @@ static void body_update_fast(dkd_body_canon *bc, const uint8_t *p, size_t n, sca
             uint8_t c = p[k];
             /* p[k - 1] is LF when k starts a line; k >= 1 and p[k - 1] is in the chunk */
             bool line_has_data = p[k - 1] != '\n';
+            if (blocks != NULL && c != '\r') {
+                /* Blank lines ending the run go to the rewriter too: it writes them
+                 * only if content follows. */
+                size_t cut = blank_tail(p, vs, k);
+                if (cut > vs) {
+                    body_verbatim(bc, p + vs, cut - vs);
+                    vs = cut;
+                }
+                size_t e = body_blocks(bc, p, cut, n, blocks);
+                if (e > cut) {
+                    vs = i = e;
+                    if (n - i < FAST_MIN) {
+                        k = i;
+                        break;
+                    }
+                    continue;
+                }
+            }
             if (relaxed && dkd__is_wsp(c)) {
                 size_t r = k + 1;
                 while (r < n && dkd__is_wsp(p[r])) {
@@ -538,6 +581,9 @@ static bool impl_supported(enum dkd_canon_impl impl)
  * ignored. */
 static void choose_best(void)
 {
+#ifdef DKD_CANON_HAVE_X86
+    dkd__canon_simd_init();
+#endif
     best_impl = impl_supported(DKD_CANON_IMPL_AVX2)   ? DKD_CANON_IMPL_AVX2
                 : impl_supported(DKD_CANON_IMPL_SSE2) ? DKD_CANON_IMPL_SSE2
                                                       : DKD_CANON_IMPL_SCALAR;
@@ -591,12 +637,13 @@ void dkd__body_update(dkd_body_canon *bc, const uint8_t *p, size_t n)
     switch (bc->impl) {
 #ifdef DKD_CANON_HAVE_X86
     case DKD_CANON_IMPL_SSE2:
-        body_update_fast(bc, p, n,
-                         relaxed ? dkd__canon_scan_relaxed_sse2 : dkd__canon_scan_simple_sse2);
+        body_update_fast(
+            bc, p, n, relaxed ? dkd__canon_scan_relaxed_sse2 : dkd__canon_scan_simple_sse2, NULL);
         return;
     case DKD_CANON_IMPL_AVX2:
         body_update_fast(bc, p, n,
-                         relaxed ? dkd__canon_scan_relaxed_avx2 : dkd__canon_scan_simple_avx2);
+                         relaxed ? dkd__canon_scan_relaxed_avx2 : dkd__canon_scan_simple_avx2,
+                         relaxed ? dkd__canon_relaxed_blocks_avx2 : NULL);
         return;
 #endif
     default:

@@ -21,6 +21,7 @@
  * architectures run the scalar reference.
  */
 #include <stdbool.h>
+#include <string.h>
 
 #include "canon_simd.h"
 
@@ -170,6 +171,197 @@ AVX2 size_t dkd__canon_scan_simple_avx2(const uint8_t *p, size_t i, size_t n)
 AVX2 size_t dkd__canon_scan_relaxed_avx2(const uint8_t *p, size_t i, size_t n)
 {
     return scan_avx2(p, i, n, true);
+}
+
+/* ---- AVX2: relaxed blocks rewritten in place of the scanner's stops ---- */
+
+/* keep_shuf[m] moves the bytes of an 8-byte group whose bits are set in m to the front
+ * (PSHUFB indices; 0x80 gives 0). Filled once, by dkd__canon_simd_init. */
+static uint8_t keep_shuf[256][8];
+
+void dkd__canon_simd_init(void)
+{
+    for (unsigned m = 0; m < 256; m++) {
+        unsigned k = 0;
+        for (unsigned b = 0; b < 8; b++) {
+            if (m & (1u << b)) {
+                keep_shuf[m][k++] = (uint8_t)b;
+            }
+        }
+        while (k < 8) {
+            keep_shuf[m][k++] = 0x80;
+        }
+    }
+}
+
+static inline uint64_t below(unsigned c)
+{
+    return c >= 64 ? ~0ULL : (1ULL << c) - 1;
+}
+
+/* The WSP run holding bit c - 1 of w starts here (c itself when bit c - 1 is not WSP). */
+static inline unsigned run_start(uint64_t w, unsigned c)
+{
+    uint64_t non = ~w & below(c);
+    if (c == 0 || !(w >> (c - 1) & 1)) {
+        return c;
+    }
+    return non == 0 ? 0 : 64u - (unsigned)__builtin_clzll(non);
+}
+
+/* compact_keep writes the bytes [0, c) of the 64 at blk whose bit is set in keep to out
+ * (8 bytes at a time through keep_shuf; each store may write up to 7 bytes past the
+ * kept ones, which the next store overwrites: out needs 8 bytes of slack) and returns
+ * how many it wrote. */
+AVX2 static inline size_t compact_keep(const uint8_t *blk, uint64_t keep, uint8_t *out)
+{
+    size_t o = 0;
+    for (unsigned g = 0; g < 8; g++) {
+        unsigned m = (unsigned)(keep >> (8 * g)) & 0xff;
+        __m128i v = _mm_loadl_epi64((const __m128i *)(blk + 8 * g));
+        __m128i ix = _mm_loadl_epi64((const __m128i *)keep_shuf[m]);
+        _mm_storel_epi64((__m128i *)(out + o), _mm_shuffle_epi8(v, ix));
+        o += (size_t)__builtin_popcount(m);
+    }
+    return o;
+}
+
+AVX2 static inline uint64_t mask64(__m256i lo, __m256i hi)
+{
+    return (uint64_t)(uint32_t)_mm256_movemask_epi8(lo) |
+           (uint64_t)(uint32_t)_mm256_movemask_epi8(hi) << 32;
+}
+
+AVX2 size_t dkd__canon_relaxed_blocks_avx2(const uint8_t *p, size_t i, size_t n,
+                                           bool *line_has_data, uint8_t *out, size_t *out_len,
+                                           size_t out_cap)
+{
+    const __m256i sp = _mm256_set1_epi8(' '), tab = _mm256_set1_epi8('\t');
+    const __m256i cr = _mm256_set1_epi8('\r'), lf = _mm256_set1_epi8('\n');
+    bool data = *line_has_data;
+    size_t o = *out_len;
+    size_t e = i;
+    size_t clean_from = SIZE_MAX; /* start of clean blocks not yet written */
+    uint8_t blk[64];
+
+    while (n - e >= 65 && out_cap - o >= 400) {
+        __m256i c0 = _mm256_loadu_si256((const __m256i *)(p + e));
+        __m256i c1 = _mm256_loadu_si256((const __m256i *)(p + e + 32));
+        __m256i w0 = _mm256_or_si256(_mm256_cmpeq_epi8(c0, sp), _mm256_cmpeq_epi8(c0, tab));
+        __m256i w1 = _mm256_or_si256(_mm256_cmpeq_epi8(c1, sp), _mm256_cmpeq_epi8(c1, tab));
+        uint64_t w = mask64(w0, w1);
+        uint64_t crm = mask64(_mm256_cmpeq_epi8(c0, cr), _mm256_cmpeq_epi8(c1, cr));
+        uint64_t lfm = mask64(_mm256_cmpeq_epi8(c0, lf), _mm256_cmpeq_epi8(c1, lf));
+        /* bit k: byte k + 1 is LF (byte 64 is in the chunk: n - e >= 65) */
+        uint64_t nlf = lfm >> 1 | (uint64_t)(p[e + 64] == '\n') << 63;
+        /* p[e - 1] is never CR or WSP here (the cut rules below), so bit 0 has none. */
+        uint64_t crlf_cr = crm & nlf;
+        uint64_t eol = crlf_cr | lfm;         /* where a line end starts */
+        uint64_t bare_lf = lfm & ~(crm << 1); /* LF not after CR: becomes CRLF */
+        uint64_t lone_cr = crm & ~nlf;        /* content, but left to the scalar code */
+        uint64_t w2 = w & w >> 1, w4 = w2 & w2 >> 2, w8 = w4 & w4 >> 4;
+        uint64_t bad = lone_cr | (w8 & w8 >> 8); /* and WSP runs of 16 or more */
+        /* trail: WSP whose run ends right before a line end (runs < 16: doubling) */
+        uint64_t trail = w & eol >> 1;
+        trail |= w & trail >> 1;
+        trail |= w2 & trail >> 2;
+        trail |= w4 & trail >> 4;
+        trail |= w8 & trail >> 8;
+        uint64_t del = (w & w << 1) | trail;
+        uint64_t content = ~w & ~lfm & ~crlf_cr;
+
+        unsigned c = 64;
+        if (bad != 0) {
+            c = (unsigned)__builtin_ctzll(bad);
+        }
+        if (crlf_cr >> 63) {
+            c = c < 63 ? c : 63; /* never split a CRLF */
+        }
+        c = run_start(w, c); /* never split a WSP run: its fate is decided by what follows */
+        /* Blank lines are written only when content follows them: end the block after
+         * the line end of its last content line. */
+        uint64_t cc = content & below(c);
+        uint64_t after = cc != 0 ? ~below(64u - (unsigned)__builtin_clzll(cc)) : ~0ULL;
+        if (cc == 0 && !data) {
+            c = 0;
+        } else {
+            uint64_t l = lfm & after & below(c);
+            if (l != 0) {
+                c = (unsigned)__builtin_ctzll(l) + 1;
+            }
+        }
+        if (c == 0) {
+            break;
+        }
+        uint64_t in = below(c);
+        __m256i t = _mm256_or_si256(_mm256_cmpeq_epi8(c0, tab), _mm256_cmpeq_epi8(c1, tab));
+        if (c == 64 && (del | bare_lf) == 0 && _mm256_testz_si256(t, t)) {
+            /* canonical as it stands: held back, so a run of such blocks can still go
+             * to the sink from the caller's chunk */
+            if (clean_from == SIZE_MAX) {
+                clean_from = e;
+            }
+            data = (content >> 63 & 1) != 0 || (!(lfm >> 63 & 1) && data);
+            if (e + 64 - clean_from >= 256) {
+                e += 64;
+                break;
+            }
+            e += 64;
+            continue;
+        }
+        if (clean_from != SIZE_MAX) {
+            memcpy(out + o, p + clean_from, e - clean_from);
+            o += e - clean_from;
+            clean_from = SIZE_MAX;
+        }
+        /* kept WSP becomes SP */
+        __m256i sp0 = _mm256_blendv_epi8(c0, sp, w0), sp1 = _mm256_blendv_epi8(c1, sp, w1);
+        _mm256_storeu_si256((__m256i *)blk, sp0);
+        _mm256_storeu_si256((__m256i *)(blk + 32), sp1);
+        uint64_t keep = ~del & in;
+        uint64_t ins = bare_lf & in;
+        /* each bare LF: the bytes before it, then CR (the LF itself starts the rest) */
+        unsigned from = 0;
+        while (ins != 0) {
+            unsigned b = (unsigned)__builtin_ctzll(ins);
+            ins &= ins - 1;
+            o += compact_keep(blk, keep & below(b) & ~below(from), out + o);
+            out[o++] = '\r';
+            from = b;
+        }
+        o += compact_keep(blk, keep & ~below(from), out + o);
+        /* line state at the cut: content after the last line end inside it */
+        uint64_t lfin = lfm & in;
+        if (lfin != 0) {
+            unsigned last = 63u - (unsigned)__builtin_clzll(lfin);
+            data = (content & in & ~below(last + 1)) != 0;
+        } else {
+            data = data || (content & in) != 0;
+        }
+        if (c != 64) {
+            /* A branch, not a data dependency: the next block's loads must not wait for
+             * this block's cut (the common case is a whole block). The empty asm keeps
+             * the compiler from turning it into a conditional move. */
+            __asm__("" : "+r"(c));
+            e += c;
+            continue;
+        }
+        e += 64;
+    }
+    if (clean_from != SIZE_MAX) {
+        if (e - clean_from < 256) {
+            memcpy(out + o, p + clean_from, e - clean_from);
+            o += e - clean_from;
+        } else {
+            /* the caller's scanner passes these on without a copy; every cut ends a
+             * line (LF) or lies inside one with content */
+            e = clean_from;
+            data = p[e - 1] != '\n';
+        }
+    }
+    *line_has_data = data;
+    *out_len = o;
+    return e;
 }
 
 bool dkd__cpu_has_avx2(void)
