@@ -280,6 +280,44 @@ static void test_block_then_parse(void **state)
     assert_int_equal(f[1].raw.ptr + f[1].raw.len - m, 25);
 }
 
+/* dkd__hdr_index_more resumed after TOO_MANY with a larger array (the verifier grows its
+ * index this way) gives the same fields as one call with room for all, malformed lines
+ * skipped either way, whatever the first array size. */
+static void test_index_resume(void **state)
+{
+    (void)state;
+    const char *s = "A: 1\r\nFrom bob Mon\r\nB: 2\r\n  fold\r\nbad line\r\n fold of bad\r\n"
+                    "C:3\nD : 4\r\nE: 5\r\n\r\nbody: no\r\n";
+    size_t n = strlen(s);
+    const uint8_t *m = guard_copy(s, n);
+    dkd_field whole[MAXF];
+    size_t wn = 0;
+    assert_int_equal(dkd__hdr_index(dkd__span(m, n), whole, MAXF, &wn), DKD_HDR_OK);
+    assert_int_equal(wn, 5);
+    assert_span(whole[1].name, "B");
+    assert_span(whole[1].value, " 2\r\n  fold");
+    assert_span(whole[3].name, "D");
+    for (size_t first = 0; first <= 5; first++) {
+        dkd_field f[MAXF];
+        size_t pos = 0, count = 0, cap = first;
+        dkd_hdr_status st;
+        while ((st = dkd__hdr_index_more(dkd__span(m, n), &pos, f, cap, &count)) ==
+               DKD_HDR_TOO_MANY) {
+            assert_int_equal(count, cap);
+            cap++;
+        }
+        assert_int_equal(st, DKD_HDR_OK);
+        assert_int_equal(count, wn);
+        for (size_t i = 0; i < wn; i++) {
+            assert_ptr_equal(f[i].raw.ptr, whole[i].raw.ptr);
+            assert_int_equal(f[i].raw.len, whole[i].raw.len);
+            assert_int_equal(f[i].name.len, whole[i].name.len);
+            assert_ptr_equal(f[i].value.ptr, whole[i].value.ptr);
+            assert_int_equal(f[i].value.len, whole[i].value.len);
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -299,6 +337,7 @@ int main(void)
         cmocka_unit_test(test_too_many),
         cmocka_unit_test(test_block_len),
         cmocka_unit_test(test_block_then_parse),
+        cmocka_unit_test(test_index_resume),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
