@@ -303,7 +303,8 @@ static EVP_MD_CTX *pool_md(dkd_msg *m, size_t i)
  * 50-100 bytes, so a typical message fits at once and the arena part left unused is
  * small) and doubles when full, up to the configured maximum: counting lines first to
  * size it exactly, as this did before, cost a second scan of the block. */
-static int parse_fields(dkd_msg *m, dkd_span block, dkd_field **out, size_t *count)
+static int parse_fields(dkd_msg *m, dkd_span block, dkd_field **out, size_t *count,
+                        size_t *end)
 {
     size_t limit = m->eng->cfg.max_header_fields;
     size_t cap = block.len / 64 + 16;
@@ -330,6 +331,7 @@ static int parse_fields(dkd_msg *m, dkd_span block, dkd_field **out, size_t *cou
     }
     *out = fields;
     *count = n;
+    *end = pos; /* the empty line ending the header block, or block.len */
     return 0;
 }
 
@@ -474,24 +476,31 @@ static bool precheck(dkd_msg *m, const dkd_sig *sig, dkd_sig_result *r)
     return false;
 }
 
+static int begin_fields(dkd_msg *m, dkd_field *fields, size_t nfields);
+
 int dkd_msg_begin(dkd_msg *m, const uint8_t *hdr, size_t len)
 {
     if (m->state != MSG_IDLE) {
         return DKD_ERR_STATE;
     }
-    const dkd_config *cfg = &m->eng->cfg;
-    if (len > cfg->max_header_bytes) {
+    if (len > m->eng->cfg.max_header_bytes) {
         return DKD_ERR_TOO_LARGE;
     }
-    m->now = msg_clock(m->eng);
-
     dkd_field *fields = NULL;
-    size_t nfields = 0;
-    int rc = parse_fields(m, dkd__span(hdr, len), &fields, &nfields);
+    size_t nfields = 0, end = 0;
+    int rc = parse_fields(m, dkd__span(hdr, len), &fields, &nfields, &end);
     if (rc != 0) {
         return rc;
     }
+    return begin_fields(m, fields, nfields);
+}
 
+/* begin_fields is dkd_msg_begin after the header block is indexed. */
+static int begin_fields(dkd_msg *m, dkd_field *fields, size_t nfields)
+{
+    const dkd_config *cfg = &m->eng->cfg;
+    m->now = msg_clock(m->eng);
+    int rc = 0;
     size_t nsigs = 0;
     for (size_t f = 0; f < nfields; f++) {
         if (dkd__span_eq_str_nocase(fields[f].name, "DKIM-Signature")) {
@@ -835,10 +844,44 @@ static void sync_done(void *arg, dkd_key *key)
     dkd_msg_key_ready(sl->m, sl->idx, key);
 }
 
+/*
+ * begin_message is dkd_split_message followed by dkd_msg_begin in one pass over the
+ * header block: the index stops at the empty line that ends the block, which is where
+ * dkd__hdr_block_len would have put the split (both walk whole lines from the start, and
+ * both take the first line that is LF or CRLF alone), so the block is not scanned twice.
+ * Only max_header_bytes + 1 bytes are looked at: if the empty line does not end within
+ * the limit, the block is too large whatever follows.
+ */
+static int begin_message(dkd_msg *m, const uint8_t *msg, size_t len, size_t *hlen)
+{
+    if (m->state != MSG_IDLE) {
+        return DKD_ERR_STATE;
+    }
+    size_t limit = m->eng->cfg.max_header_bytes;
+    size_t scan = len <= limit ? len : limit + 1;
+    dkd_field *fields = NULL;
+    size_t nfields = 0, end = 0;
+    int rc = parse_fields(m, dkd__span(msg, scan), &fields, &nfields, &end);
+    if (rc != 0) {
+        return rc; /* too many fields is DKD_ERR_TOO_LARGE too; no end was found */
+    }
+    size_t n = end;
+    if (end < scan) {
+        n += msg[end] == '\n' ? 1 : 2; /* the empty line: LF or CRLF */
+    } else if (scan < len) {
+        return DKD_ERR_TOO_LARGE; /* no empty line within the limit */
+    }
+    if (n > limit) {
+        return DKD_ERR_TOO_LARGE;
+    }
+    *hlen = n;
+    return begin_fields(m, fields, nfields);
+}
+
 int dkd_verify_message(dkd_msg *m, const dkd_keysrc *src, const uint8_t *msg, size_t len)
 {
-    size_t hlen = dkd_split_message(msg, len);
-    int rc = dkd_msg_begin(m, msg, hlen);
+    size_t hlen = 0;
+    int rc = begin_message(m, msg, len, &hlen);
     if (rc != 0) {
         return rc;
     }

@@ -534,6 +534,70 @@ static void test_rfc_examples(void **state)
 }
 
 /* Garbage never crashes and never passes. */
+/*
+ * dkd_verify_message finds the end of the header block while indexing it (one pass);
+ * the split and the header limit must be exactly those of dkd_split_message followed by
+ * dkd_msg_begin: the limit at, just below and just above the block's length (the
+ * empty line's CRLF straddling it), for a signed sample with CRLF and bare-LF line ends.
+ */
+static void test_split_and_limit_match_begin(void **state)
+{
+    (void)state;
+    dkd_zone *zone = sample_zone();
+    dkd_keysrc src = dkd_zone_keysrc(zone);
+    size_t len = 0;
+    uint8_t *crlf = sample("01-pass-rsa2048.eml", &len);
+    /* The same message with bare LF line ends (the signature passes either way). */
+    uint8_t *lf = malloc(len);
+    assert_non_null(lf);
+    size_t lf_len = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (!(crlf[i] == '\r' && i + 1 < len && crlf[i + 1] == '\n')) {
+            lf[lf_len++] = crlf[i];
+        }
+    }
+    const struct {
+        const uint8_t *msg;
+        size_t len;
+    } msgs[] = {
+        {crlf, len},
+        {lf, lf_len},
+        {(const uint8_t *)"\r\nbody", 6},
+        {(const uint8_t *)"From: a\r\nTo: b", 14},
+        {(const uint8_t *)"From: a\r\r\n\r\n", 12},
+    };
+    for (size_t k = 0; k < sizeof msgs / sizeof msgs[0]; k++) {
+        size_t hlen = dkd_split_message(msgs[k].msg, msgs[k].len);
+        for (size_t limit = hlen > 3 ? hlen - 3 : 0; limit <= hlen + 2; limit++) {
+            dkd_config cfg;
+            dkd_config_init(&cfg);
+            cfg.max_header_bytes = limit;
+            dkd_engine *eng = dkd_engine_new(&cfg);
+            dkd_msg *whole = dkd_msg_new(eng);
+            dkd_msg *split = dkd_msg_new(eng);
+            int want = hlen > limit ? DKD_ERR_TOO_LARGE : 0;
+            assert_int_equal(dkd_msg_begin(split, msgs[k].msg, hlen), want);
+            assert_int_equal(dkd_verify_message(whole, &src, msgs[k].msg, msgs[k].len), want);
+            if (want == 0) {
+                size_t n = 0;
+                const dkd_sig_result *r = dkd_msg_results(whole, &n);
+                for (size_t i = 0; i < n; i++) {
+                    assert_int_equal(r[i].body_total, r[i].body_signed);
+                    if (k < 2) {
+                        assert_int_equal(r[i].result, DKD_RESULT_PASS);
+                    }
+                }
+            }
+            dkd_msg_free(whole);
+            dkd_msg_free(split);
+            dkd_engine_free(eng);
+        }
+    }
+    free(lf);
+    free(crlf);
+    dkd_zone_free(zone);
+}
+
 static void test_garbage_input(void **state)
 {
     (void)state;
@@ -575,6 +639,7 @@ int main(void)
         cmocka_unit_test(test_partial_body_policy),
         cmocka_unit_test(test_rfc_examples),
         cmocka_unit_test(test_garbage_input),
+        cmocka_unit_test(test_split_and_limit_match_begin),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
