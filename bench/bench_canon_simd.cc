@@ -126,7 +126,8 @@ void canon_bench(benchmark::State &state, bool relaxed, int impl, bool hash)
 #define CANON_CASES(name, relaxed, hash)                                                           \
     BENCHMARK_CAPTURE(name, relaxed_scalar, relaxed, BCS_SCALAR, hash)->BODY_ARGS;                 \
     BENCHMARK_CAPTURE(name, relaxed_sse2, relaxed, BCS_SSE2, hash)->BODY_ARGS;                     \
-    BENCHMARK_CAPTURE(name, relaxed_avx2, relaxed, BCS_AVX2, hash)->BODY_ARGS;
+    BENCHMARK_CAPTURE(name, relaxed_avx2, relaxed, BCS_AVX2, hash)->BODY_ARGS;                     \
+    BENCHMARK_CAPTURE(name, relaxed_avx512, relaxed, BCS_AVX512, hash)->BODY_ARGS;
 
 void BM_CanonSha256(benchmark::State &state, bool relaxed, int impl, bool hash)
 {

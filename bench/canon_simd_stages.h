@@ -16,7 +16,7 @@ extern "C" {
 #endif
 
 /* Implementations, as canon.h numbers them: 1 scalar, 2 SSE2, 3 AVX2. */
-enum { BCS_SCALAR = 1, BCS_SSE2 = 2, BCS_AVX2 = 3 };
+enum { BCS_SCALAR = 1, BCS_SSE2 = 2, BCS_AVX2 = 3, BCS_AVX512 = 4 };
 
 /* bcs_supported is true when this CPU runs impl. */
 bool bcs_supported(int impl);

@@ -570,13 +570,15 @@ static bool impl_supported(enum dkd_canon_impl impl)
         return true; /* part of x86-64 */
     case DKD_CANON_IMPL_AVX2:
         return dkd__cpu_has_avx2();
+    case DKD_CANON_IMPL_AVX512:
+        return dkd__cpu_has_avx2() && dkd__cpu_has_avx512_vbmi2();
 #endif
     default:
         return false;
     }
 }
 
-/* Chosen once per process. DKD_CANON_IMPL=scalar|sse2|avx2 overrides the choice (for
+/* Chosen once per process. DKD_CANON_IMPL=scalar|sse2|avx2|avx512 overrides the choice (for
  * before/after measurements of whole programs); an unknown or unsupported name is
  * ignored. */
 static void choose_best(void)
@@ -584,12 +586,13 @@ static void choose_best(void)
 #ifdef DKD_CANON_HAVE_X86
     dkd__canon_simd_init();
 #endif
-    best_impl = impl_supported(DKD_CANON_IMPL_AVX2)   ? DKD_CANON_IMPL_AVX2
+    best_impl = impl_supported(DKD_CANON_IMPL_AVX512) ? DKD_CANON_IMPL_AVX512
+                : impl_supported(DKD_CANON_IMPL_AVX2) ? DKD_CANON_IMPL_AVX2
                 : impl_supported(DKD_CANON_IMPL_SSE2) ? DKD_CANON_IMPL_SSE2
                                                       : DKD_CANON_IMPL_SCALAR;
     const char *env = getenv("DKD_CANON_IMPL");
     if (env != NULL) {
-        for (int k = DKD_CANON_IMPL_SCALAR; k <= DKD_CANON_IMPL_AVX2; k++) {
+        for (int k = DKD_CANON_IMPL_SCALAR; k <= DKD_CANON_IMPL_AVX512; k++) {
             if (strcmp(env, dkd__canon_impl_name((enum dkd_canon_impl)k)) == 0 &&
                 impl_supported((enum dkd_canon_impl)k)) {
                 best_impl = (enum dkd_canon_impl)k;
@@ -615,6 +618,8 @@ const char *dkd__canon_impl_name(enum dkd_canon_impl impl)
         return "sse2";
     case DKD_CANON_IMPL_AVX2:
         return "avx2";
+    case DKD_CANON_IMPL_AVX512:
+        return "avx512";
     }
     return "?";
 }
@@ -644,6 +649,11 @@ void dkd__body_update(dkd_body_canon *bc, const uint8_t *p, size_t n)
         body_update_fast(bc, p, n,
                          relaxed ? dkd__canon_scan_relaxed_avx2 : dkd__canon_scan_simple_avx2,
                          relaxed ? dkd__canon_relaxed_blocks_avx2 : NULL);
+        return;
+    case DKD_CANON_IMPL_AVX512:
+        body_update_fast(bc, p, n,
+                         relaxed ? dkd__canon_scan_relaxed_avx2 : dkd__canon_scan_simple_avx2,
+                         relaxed ? dkd__canon_relaxed_blocks_avx512 : NULL);
         return;
 #endif
     default:

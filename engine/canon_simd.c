@@ -173,7 +173,19 @@ AVX2 size_t dkd__canon_scan_relaxed_avx2(const uint8_t *p, size_t i, size_t n)
     return scan_avx2(p, i, n, true);
 }
 
-/* ---- AVX2: relaxed blocks rewritten in place of the scanner's stops ---- */
+/* ---- relaxed blocks rewritten in place of the scanner's stops ---- */
+
+/*
+ * The block rewriters (dkd__canon_relaxed_blocks_*, see canon_simd.h) take the body 64
+ * bytes at a time as bit masks (bit k = byte k of the block) and decide with a few
+ * integer operations, no branch per stop, which bytes go out: the first byte of each WSP
+ * run as SP, the rest of the run dropped, runs before a line end dropped whole, a CR
+ * added before each bare LF. Text that relaxed has to change (a doubled space or
+ * trailing WSP every line or two, Unix line ends, indented markup) then costs the same
+ * per block as clean text instead of a scanner restart per fix. The output goes to the
+ * caller's batch: AVX2 moves the kept bytes 8 at a time with PSHUFB (keep_shuf), AVX-512
+ * VBMI2 with one VPCOMPRESSB per 64 bytes.
+ */
 
 /* keep_shuf[m] moves the bytes of an 8-byte group whose bits are set in m to the front
  * (PSHUFB indices; 0x80 gives 0). Filled once, by dkd__canon_simd_init. */
@@ -209,11 +221,141 @@ static inline unsigned run_start(uint64_t w, unsigned c)
     return non == 0 ? 0 : 64u - (unsigned)__builtin_clzll(non);
 }
 
-/* compact_keep writes the bytes [0, c) of the 64 at blk whose bit is set in keep to out
- * (8 bytes at a time through keep_shuf; each store may write up to 7 bytes past the
- * kept ones, which the next store overwrites: out needs 8 bytes of slack) and returns
- * how many it wrote. */
-AVX2 static inline size_t compact_keep(const uint8_t *blk, uint64_t keep, uint8_t *out)
+/* What one block's rewrite does: bytes [0, c) are taken (c == 0: none, stop here), keep
+ * says which of them go out, ins where a CR goes in (before those bytes), data is the
+ * line state after them, and verbatim says they go out unchanged. */
+typedef struct block_plan {
+    unsigned c;
+    uint64_t keep, ins;
+    bool data, verbatim;
+} block_plan;
+
+/* plan_block: w = SP or HTAB, tab = HTAB, crm = CR, lfm = LF, nlf = the next byte is LF
+ * (bit 63: byte 64); data = the current line has content. p[-1] is neither CR nor WSP
+ * (every cut keeps it so), so bit 0 has no neighbour to look back at. */
+static inline block_plan plan_block(uint64_t w, uint64_t tab, uint64_t crm, uint64_t lfm,
+                                    uint64_t nlf, bool data)
+{
+    block_plan pl;
+    uint64_t crlf_cr = crm & nlf;
+    uint64_t eol = crlf_cr | lfm;         /* where a line end starts */
+    uint64_t bare_lf = lfm & ~(crm << 1); /* becomes CRLF */
+    uint64_t lone_cr = crm & ~nlf;        /* content, but left to the scalar code */
+    uint64_t w2 = w & w >> 1, w4 = w2 & w2 >> 2, w8 = w4 & w4 >> 4;
+    uint64_t bad = lone_cr | (w8 & w8 >> 8); /* and WSP runs of 16 or more */
+    /* trail: WSP whose run ends right before a line end (runs < 16: doubling steps) */
+    uint64_t trail = w & eol >> 1;
+    trail |= w & trail >> 1;
+    trail |= w2 & trail >> 2;
+    trail |= w4 & trail >> 4;
+    trail |= w8 & trail >> 8;
+    uint64_t del = (w & w << 1) | trail;
+    uint64_t content = ~w & ~lfm & ~crlf_cr;
+
+    unsigned c = bad != 0 ? (unsigned)__builtin_ctzll(bad) : 64;
+    if (crlf_cr >> 63) {
+        c = c < 63 ? c : 63; /* never split a CRLF */
+    }
+    c = run_start(w, c); /* never split a WSP run: what follows it decides its fate */
+    /* Blank lines are written only when content follows them: end the block after the
+     * line end of its last content line. */
+    uint64_t cc = content & below(c);
+    if (cc == 0 && !data) {
+        c = 0;
+    } else {
+        uint64_t after = cc != 0 ? ~below(64u - (unsigned)__builtin_clzll(cc)) : ~0ULL;
+        uint64_t l = lfm & after & below(c);
+        if (l != 0) {
+            c = (unsigned)__builtin_ctzll(l) + 1;
+        }
+    }
+    uint64_t in = below(c);
+    pl.c = c;
+    pl.keep = ~del & in;
+    pl.ins = bare_lf & in;
+    pl.verbatim = c == 64 && (del | bare_lf | tab) == 0;
+    /* line state at the cut: content after the last line end inside it */
+    uint64_t lfin = lfm & in;
+    if (lfin != 0) {
+        pl.data = (content & in & ~below(64u - (unsigned)__builtin_clzll(lfin))) != 0;
+    } else {
+        pl.data = data || (content & in) != 0;
+    }
+    return pl;
+}
+
+/* The loop both rewriters share; LOAD_MASKS(e) sets w, tab, crm, lfm and the SP-for-WSP
+ * block, COMPACT(keep, dst) writes the kept bytes of it and yields their count. */
+#define BLOCKS_LOOP(LOAD_MASKS, COMPACT)                                                           \
+    bool data = *line_has_data;                                                                    \
+    size_t o = *out_len;                                                                           \
+    size_t e = i;                                                                                  \
+    size_t clean_from = SIZE_MAX; /* start of unchanged blocks not yet written */                  \
+    while (n - e >= 65 && out_cap - o >= 400) {                                                    \
+        uint64_t w, tab, crm, lfm;                                                                 \
+        LOAD_MASKS(e);                                                                             \
+        uint64_t nlf = lfm >> 1 | (uint64_t)(p[e + 64] == '\n') << 63;                             \
+        block_plan pl = plan_block(w, tab, crm, lfm, nlf, data);                                   \
+        if (pl.c == 0) {                                                                           \
+            break;                                                                                 \
+        }                                                                                          \
+        data = pl.data;                                                                            \
+        if (pl.verbatim) {                                                                         \
+            /* held back, so that a run of such blocks can still go to the sink straight           \
+             * from the caller's chunk */                                                          \
+            if (clean_from == SIZE_MAX) {                                                          \
+                clean_from = e;                                                                    \
+            }                                                                                      \
+            e += 64;                                                                               \
+            if (e - clean_from >= 256) {                                                           \
+                break;                                                                             \
+            }                                                                                      \
+            continue;                                                                              \
+        }                                                                                          \
+        if (clean_from != SIZE_MAX) {                                                              \
+            memcpy(out + o, p + clean_from, e - clean_from);                                       \
+            o += e - clean_from;                                                                   \
+            clean_from = SIZE_MAX;                                                                 \
+        }                                                                                          \
+        /* each bare LF: the bytes before it, then CR (the LF itself starts the rest) */           \
+        uint64_t rest = pl.keep;                                                                   \
+        while (pl.ins != 0) {                                                                      \
+            uint64_t before = pl.ins & (0 - pl.ins);                                               \
+            pl.ins &= pl.ins - 1;                                                                  \
+            o += COMPACT(rest & (before - 1), out + o);                                            \
+            out[o++] = '\r';                                                                       \
+            rest &= ~(before - 1);                                                                 \
+        }                                                                                          \
+        o += COMPACT(rest, out + o);                                                               \
+        if (pl.c != 64) {                                                                          \
+            /* A branch, not a data dependency: the next block's loads need not wait for           \
+             * this block's cut (the common case is a whole block). The empty asm keeps            \
+             * the compiler from making it a conditional move. */                                  \
+            __asm__("" : "+r"(pl.c));                                                              \
+            e += pl.c;                                                                             \
+            continue;                                                                              \
+        }                                                                                          \
+        e += 64;                                                                                   \
+    }                                                                                              \
+    if (clean_from != SIZE_MAX) {                                                                  \
+        if (e - clean_from < 256) {                                                                \
+            memcpy(out + o, p + clean_from, e - clean_from);                                       \
+            o += e - clean_from;                                                                   \
+        } else {                                                                                   \
+            /* the caller's scanner passes these on without a copy; a cut ends a line              \
+             * (LF) or lies inside one with content */                                             \
+            e = clean_from;                                                                        \
+            data = p[e - 1] != '\n';                                                               \
+        }                                                                                          \
+    }                                                                                              \
+    *line_has_data = data;                                                                         \
+    *out_len = o;                                                                                  \
+    return e
+
+/* compact_avx2 writes the bytes of the 64 at blk whose bit is set in keep to out, 8 at
+ * a time through keep_shuf; each store may write up to 7 bytes past the kept ones (the
+ * next store overwrites them; out needs 8 bytes of slack). Returns how many it wrote. */
+AVX2 static inline size_t compact_avx2(const uint8_t *blk, uint64_t keep, uint8_t *out)
 {
     size_t o = 0;
     for (unsigned g = 0; g < 8; g++) {
@@ -232,136 +374,66 @@ AVX2 static inline uint64_t mask64(__m256i lo, __m256i hi)
            (uint64_t)(uint32_t)_mm256_movemask_epi8(hi) << 32;
 }
 
+#define LOAD_MASKS_AVX2(at)                                                                        \
+    __m256i c0 = _mm256_loadu_si256((const __m256i *)(p + (at)));                                  \
+    __m256i c1 = _mm256_loadu_si256((const __m256i *)(p + (at) + 32));                             \
+    __m256i s0 = _mm256_cmpeq_epi8(c0, sp), s1 = _mm256_cmpeq_epi8(c1, sp);                        \
+    __m256i t0 = _mm256_cmpeq_epi8(c0, ht), t1 = _mm256_cmpeq_epi8(c1, ht);                        \
+    __m256i w0 = _mm256_or_si256(s0, t0), w1 = _mm256_or_si256(s1, t1);                            \
+    w = mask64(w0, w1);                                                                            \
+    tab = mask64(t0, t1);                                                                          \
+    crm = mask64(_mm256_cmpeq_epi8(c0, cr), _mm256_cmpeq_epi8(c1, cr));                            \
+    lfm = mask64(_mm256_cmpeq_epi8(c0, lf), _mm256_cmpeq_epi8(c1, lf));                            \
+    /* kept WSP goes out as SP */                                                                  \
+    _mm256_storeu_si256((__m256i *)blk, _mm256_blendv_epi8(c0, sp, w0));                           \
+    _mm256_storeu_si256((__m256i *)(blk + 32), _mm256_blendv_epi8(c1, sp, w1))
+
+#define COMPACT_AVX2(keep, dst) compact_avx2(blk, (keep), (dst))
+
 AVX2 size_t dkd__canon_relaxed_blocks_avx2(const uint8_t *p, size_t i, size_t n,
                                            bool *line_has_data, uint8_t *out, size_t *out_len,
                                            size_t out_cap)
 {
-    const __m256i sp = _mm256_set1_epi8(' '), tab = _mm256_set1_epi8('\t');
+    const __m256i sp = _mm256_set1_epi8(' '), ht = _mm256_set1_epi8('\t');
     const __m256i cr = _mm256_set1_epi8('\r'), lf = _mm256_set1_epi8('\n');
-    bool data = *line_has_data;
-    size_t o = *out_len;
-    size_t e = i;
-    size_t clean_from = SIZE_MAX; /* start of clean blocks not yet written */
     uint8_t blk[64];
+    BLOCKS_LOOP(LOAD_MASKS_AVX2, COMPACT_AVX2);
+}
 
-    while (n - e >= 65 && out_cap - o >= 400) {
-        __m256i c0 = _mm256_loadu_si256((const __m256i *)(p + e));
-        __m256i c1 = _mm256_loadu_si256((const __m256i *)(p + e + 32));
-        __m256i w0 = _mm256_or_si256(_mm256_cmpeq_epi8(c0, sp), _mm256_cmpeq_epi8(c0, tab));
-        __m256i w1 = _mm256_or_si256(_mm256_cmpeq_epi8(c1, sp), _mm256_cmpeq_epi8(c1, tab));
-        uint64_t w = mask64(w0, w1);
-        uint64_t crm = mask64(_mm256_cmpeq_epi8(c0, cr), _mm256_cmpeq_epi8(c1, cr));
-        uint64_t lfm = mask64(_mm256_cmpeq_epi8(c0, lf), _mm256_cmpeq_epi8(c1, lf));
-        /* bit k: byte k + 1 is LF (byte 64 is in the chunk: n - e >= 65) */
-        uint64_t nlf = lfm >> 1 | (uint64_t)(p[e + 64] == '\n') << 63;
-        /* p[e - 1] is never CR or WSP here (the cut rules below), so bit 0 has none. */
-        uint64_t crlf_cr = crm & nlf;
-        uint64_t eol = crlf_cr | lfm;         /* where a line end starts */
-        uint64_t bare_lf = lfm & ~(crm << 1); /* LF not after CR: becomes CRLF */
-        uint64_t lone_cr = crm & ~nlf;        /* content, but left to the scalar code */
-        uint64_t w2 = w & w >> 1, w4 = w2 & w2 >> 2, w8 = w4 & w4 >> 4;
-        uint64_t bad = lone_cr | (w8 & w8 >> 8); /* and WSP runs of 16 or more */
-        /* trail: WSP whose run ends right before a line end (runs < 16: doubling) */
-        uint64_t trail = w & eol >> 1;
-        trail |= w & trail >> 1;
-        trail |= w2 & trail >> 2;
-        trail |= w4 & trail >> 4;
-        trail |= w8 & trail >> 8;
-        uint64_t del = (w & w << 1) | trail;
-        uint64_t content = ~w & ~lfm & ~crlf_cr;
+/* ---- AVX-512 VBMI2: the same with compares into mask registers and VPCOMPRESSB ---- */
 
-        unsigned c = 64;
-        if (bad != 0) {
-            c = (unsigned)__builtin_ctzll(bad);
-        }
-        if (crlf_cr >> 63) {
-            c = c < 63 ? c : 63; /* never split a CRLF */
-        }
-        c = run_start(w, c); /* never split a WSP run: its fate is decided by what follows */
-        /* Blank lines are written only when content follows them: end the block after
-         * the line end of its last content line. */
-        uint64_t cc = content & below(c);
-        uint64_t after = cc != 0 ? ~below(64u - (unsigned)__builtin_clzll(cc)) : ~0ULL;
-        if (cc == 0 && !data) {
-            c = 0;
-        } else {
-            uint64_t l = lfm & after & below(c);
-            if (l != 0) {
-                c = (unsigned)__builtin_ctzll(l) + 1;
-            }
-        }
-        if (c == 0) {
-            break;
-        }
-        uint64_t in = below(c);
-        __m256i t = _mm256_or_si256(_mm256_cmpeq_epi8(c0, tab), _mm256_cmpeq_epi8(c1, tab));
-        if (c == 64 && (del | bare_lf) == 0 && _mm256_testz_si256(t, t)) {
-            /* canonical as it stands: held back, so a run of such blocks can still go
-             * to the sink from the caller's chunk */
-            if (clean_from == SIZE_MAX) {
-                clean_from = e;
-            }
-            data = (content >> 63 & 1) != 0 || (!(lfm >> 63 & 1) && data);
-            if (e + 64 - clean_from >= 256) {
-                e += 64;
-                break;
-            }
-            e += 64;
-            continue;
-        }
-        if (clean_from != SIZE_MAX) {
-            memcpy(out + o, p + clean_from, e - clean_from);
-            o += e - clean_from;
-            clean_from = SIZE_MAX;
-        }
-        /* kept WSP becomes SP */
-        __m256i sp0 = _mm256_blendv_epi8(c0, sp, w0), sp1 = _mm256_blendv_epi8(c1, sp, w1);
-        _mm256_storeu_si256((__m256i *)blk, sp0);
-        _mm256_storeu_si256((__m256i *)(blk + 32), sp1);
-        uint64_t keep = ~del & in;
-        uint64_t ins = bare_lf & in;
-        /* each bare LF: the bytes before it, then CR (the LF itself starts the rest) */
-        unsigned from = 0;
-        while (ins != 0) {
-            unsigned b = (unsigned)__builtin_ctzll(ins);
-            ins &= ins - 1;
-            o += compact_keep(blk, keep & below(b) & ~below(from), out + o);
-            out[o++] = '\r';
-            from = b;
-        }
-        o += compact_keep(blk, keep & ~below(from), out + o);
-        /* line state at the cut: content after the last line end inside it */
-        uint64_t lfin = lfm & in;
-        if (lfin != 0) {
-            unsigned last = 63u - (unsigned)__builtin_clzll(lfin);
-            data = (content & in & ~below(last + 1)) != 0;
-        } else {
-            data = data || (content & in) != 0;
-        }
-        if (c != 64) {
-            /* A branch, not a data dependency: the next block's loads must not wait for
-             * this block's cut (the common case is a whole block). The empty asm keeps
-             * the compiler from turning it into a conditional move. */
-            __asm__("" : "+r"(c));
-            e += c;
-            continue;
-        }
-        e += 64;
-    }
-    if (clean_from != SIZE_MAX) {
-        if (e - clean_from < 256) {
-            memcpy(out + o, p + clean_from, e - clean_from);
-            o += e - clean_from;
-        } else {
-            /* the caller's scanner passes these on without a copy; every cut ends a
-             * line (LF) or lies inside one with content */
-            e = clean_from;
-            data = p[e - 1] != '\n';
-        }
-    }
-    *line_has_data = data;
-    *out_len = o;
-    return e;
+#define AVX512 __attribute__((target("avx2,avx512f,avx512bw,avx512vbmi2")))
+
+#define LOAD_MASKS_AVX512(at)                                                                      \
+    __m512i c = _mm512_loadu_si512((const void *)(p + (at)));                                      \
+    __mmask64 ks = _mm512_cmpeq_epi8_mask(c, sp), kt = _mm512_cmpeq_epi8_mask(c, ht);              \
+    w = _cvtmask64_u64(ks) | _cvtmask64_u64(kt);                                                   \
+    tab = _cvtmask64_u64(kt);                                                                      \
+    crm = _cvtmask64_u64(_mm512_cmpeq_epi8_mask(c, cr));                                           \
+    lfm = _cvtmask64_u64(_mm512_cmpeq_epi8_mask(c, lf));                                           \
+    /* kept WSP goes out as SP */                                                                  \
+    blk = _mm512_mask_mov_epi8(c, _kor_mask64(ks, kt), sp)
+
+/* The register form of VPCOMPRESSB, then a plain 64-byte store: the form that stores to
+ * memory is microcoded and slow on Zen 4. out needs 64 bytes of room. */
+#define COMPACT_AVX512(keep, dst)                                                                  \
+    (_mm512_storeu_si512((void *)(dst), _mm512_maskz_compress_epi8(_cvtu64_mask64(keep), blk)),    \
+     (size_t)__builtin_popcountll(keep))
+
+AVX512 size_t dkd__canon_relaxed_blocks_avx512(const uint8_t *p, size_t i, size_t n,
+                                               bool *line_has_data, uint8_t *out, size_t *out_len,
+                                               size_t out_cap)
+{
+    const __m512i sp = _mm512_set1_epi8(' '), ht = _mm512_set1_epi8('\t');
+    const __m512i cr = _mm512_set1_epi8('\r'), lf = _mm512_set1_epi8('\n');
+    __m512i blk;
+    BLOCKS_LOOP(LOAD_MASKS_AVX512, COMPACT_AVX512);
+}
+
+bool dkd__cpu_has_avx512_vbmi2(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512bw") != 0 && __builtin_cpu_supports("avx512vbmi2") != 0;
 }
 
 bool dkd__cpu_has_avx2(void)

@@ -38,21 +38,26 @@ size_t dkd__canon_scan_relaxed_avx2(const uint8_t *p, size_t i, size_t n);
  * makes on ordinary text (WSP runs to one SP, HTAB to SP, WSP before a line end dropped,
  * a bare LF to CRLF), writing the canonical bytes to out[*out_len ..] (bytes that need
  * no change may be held back: see the return). It ends before anything else (a lone
- * CR, a WSP run of 16 or more or one reaching the chunk's last 65 bytes, blank lines not
- * followed by content in the block, less than 400 bytes of room in out). Every cut lies
- * after an LF or after a content byte (never after CR or WSP).
+ * CR, a WSP run of 16 or more, a WSP run or CRLF crossing the chunk's last 65 bytes,
+ * blank lines not followed by content in the block, less than 400 bytes of room in out). Every cut
+ * lies after an LF or after a content byte (never after CR or WSP).
  *
  * Contract: 1 <= i, p[i - 1] is neither CR nor WSP, *line_has_data is the state at i
- * (and no blank lines are held back unless it is true); reads p[i - 1] .. p[n - 1].
+ * (and no blank lines are held back unless it is true); reads p[i] .. p[n - 1].
  * Returns e in [i, n): the bytes [i, e) are written (at most 2 output bytes per input
  * byte), *line_has_data is the state at e. dkd__canon_simd_init must have run.
  */
 size_t dkd__canon_relaxed_blocks_avx2(const uint8_t *p, size_t i, size_t n, bool *line_has_data,
                                       uint8_t *out, size_t *out_len, size_t out_cap);
+/* The same with AVX-512BW compares and VBMI2's VPCOMPRESSB. */
+size_t dkd__canon_relaxed_blocks_avx512(const uint8_t *p, size_t i, size_t n, bool *line_has_data,
+                                        uint8_t *out, size_t *out_len, size_t out_cap);
 void dkd__canon_simd_init(void);
 
 /* dkd__cpu_has_avx2 is true when the CPU and the OS (YMM state saved) run AVX2. */
 bool dkd__cpu_has_avx2(void);
+/* dkd__cpu_has_avx512_vbmi2: AVX-512BW and VBMI2, with the OS saving ZMM state. */
+bool dkd__cpu_has_avx512_vbmi2(void);
 #endif
 
 #endif
