@@ -263,14 +263,16 @@ static inline block_plan plan_block(uint64_t w, uint64_t tab, uint64_t crm, uint
     uint64_t eol = crlf_cr | lfm;         /* where a line end starts */
     uint64_t bare_lf = lfm & ~(crm << 1); /* becomes CRLF */
     uint64_t lone_cr = crm & ~nlf;        /* content, but left to the scalar code */
-    uint64_t w2 = w & w >> 1, w4 = w2 & w2 >> 2, w8 = w4 & w4 >> 4;
-    uint64_t bad = lone_cr | (w8 & w8 >> 8); /* and WSP runs of 16 or more */
-    /* trail: WSP whose run ends right before a line end (runs < 16: doubling steps) */
+    uint64_t bad = lone_cr;
+    /* trail: WSP whose run ends right before a line end, grown back one byte a step
+     * over the run (most blocks have none; most runs are 1 or 2 bytes) */
     uint64_t trail = w & eol >> 1;
-    trail |= w & trail >> 1;
-    trail |= w2 & trail >> 2;
-    trail |= w4 & trail >> 4;
-    trail |= w8 & trail >> 8;
+    if (trail != 0) {
+        uint64_t grown;
+        while ((grown = trail | (w & trail >> 1)) != trail) {
+            trail = grown;
+        }
+    }
     uint64_t del = (w & w << 1) | trail;
     uint64_t content = ~w & ~lfm & ~crlf_cr;
 

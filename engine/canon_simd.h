@@ -37,10 +37,10 @@ size_t dkd__canon_scan_relaxed_avx2(const uint8_t *p, size_t i, size_t n);
  * clean state, it rewrites whole 64-byte blocks without stopping at the fixes relaxed
  * makes on ordinary text (WSP runs to one SP, HTAB to SP, WSP before a line end dropped,
  * a bare LF to CRLF), writing the canonical bytes to out[*out_len ..] (bytes that need
- * no change may be held back: see the return). It ends before anything else (a lone
- * CR, a WSP run of 16 or more, a WSP run or CRLF crossing the chunk's last 65 bytes,
- * blank lines not followed by content in the block, less than 400 bytes of room in out). Every cut
- * lies after an LF or after a content byte (never after CR or WSP).
+ * no change may be held back: see the return). It ends before anything else: a lone
+ * CR, a WSP run filling a whole block, blank lines with no content after them in the
+ * block, the chunk's last 64 bytes, less than 400 bytes of room in out. Every cut lies
+ * after an LF or after a content byte (never after CR or WSP).
  *
  * Contract: 1 <= i, p[i - 1] is neither CR nor WSP, *line_has_data is the state at i
  * (and no blank lines are held back unless it is true); reads p[i] .. p[n - 1].
