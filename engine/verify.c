@@ -435,12 +435,18 @@ static int body_group_for(dkd_msg *m, const dkd_sig *sig, size_t *out)
 
 static int key_request_for(dkd_msg *m, const dkd_sig *sig, size_t *out)
 {
+    /* s._domainkey.d, put together with memcpy: snprintf's format parsing was a visible
+     * share of a 2 KB message's non-crypto time. */
+    static const char mid[] = "._domainkey.";
     char name[600];
-    int n = snprintf(name, sizeof name, "%.*s._domainkey.%.*s", (int)sig->s.len,
-                     (const char *)sig->s.ptr, (int)sig->d.len, (const char *)sig->d.ptr);
-    if (n < 0 || (size_t)n >= sizeof name) {
+    size_t n = sig->s.len + (sizeof mid - 1) + sig->d.len;
+    if (n >= sizeof name) {
         return DKD_ERR_NOMEM;
     }
+    memcpy(name, sig->s.ptr, sig->s.len);
+    memcpy(name + sig->s.len, mid, sizeof mid - 1);
+    memcpy(name + sig->s.len + (sizeof mid - 1), sig->d.ptr, sig->d.len);
+    name[n] = '\0';
     /* DNS names are case-insensitive: one lookup per distinct name. */
     for (size_t k = 0; k < m->nkeys; k++) {
         if (strcasecmp(m->keys[k].name, name) == 0) {
@@ -448,7 +454,7 @@ static int key_request_for(dkd_msg *m, const dkd_sig *sig, size_t *out)
             return 0;
         }
     }
-    char *copy = dkd__arena_strndup(&m->arena, name, (size_t)n);
+    char *copy = dkd__arena_strndup(&m->arena, name, n);
     if (copy == NULL) {
         return DKD_ERR_NOMEM;
     }
