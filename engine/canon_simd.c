@@ -244,12 +244,12 @@ static inline unsigned run_start(uint64_t w, unsigned c)
 }
 
 /* What one block's rewrite does: bytes [0, c) are taken (c == 0: none, stop here), keep
- * says which of them go out, ins where a CR goes in (before those bytes), data is the
- * line state after them, and verbatim says they go out unchanged. */
+ * says which of them go out, ins where a CR goes in (before those bytes), and verbatim
+ * says they go out unchanged. */
 typedef struct block_plan {
     unsigned c;
     uint64_t keep, ins;
-    bool data, verbatim;
+    bool verbatim;
 } block_plan;
 
 /* plan_block: w = SP or HTAB, tab = HTAB, crm = CR, lfm = LF, nlf = the next byte is LF
@@ -298,13 +298,6 @@ static inline block_plan plan_block(uint64_t w, uint64_t tab, uint64_t crm, uint
     pl.keep = ~del & in;
     pl.ins = bare_lf & in;
     pl.verbatim = c == 64 && (del | bare_lf | tab) == 0;
-    /* line state at the cut: content after the last line end inside it */
-    uint64_t lfin = lfm & in;
-    if (lfin != 0) {
-        pl.data = (content & in & ~below(64u - (unsigned)__builtin_clzll(lfin))) != 0;
-    } else {
-        pl.data = data || (content & in) != 0;
-    }
     return pl;
 }
 
@@ -323,7 +316,6 @@ static inline block_plan plan_block(uint64_t w, uint64_t tab, uint64_t crm, uint
         if (pl.c == 0) {                                                                           \
             break;                                                                                 \
         }                                                                                          \
-        data = pl.data;                                                                            \
         if (pl.verbatim) {                                                                         \
             /* held back, so that a run of such blocks can still go to the sink straight           \
              * from the caller's chunk */                                                          \
@@ -331,6 +323,7 @@ static inline block_plan plan_block(uint64_t w, uint64_t tab, uint64_t crm, uint
                 clean_from = e;                                                                    \
             }                                                                                      \
             e += 64;                                                                               \
+            data = p[e - 1] != '\n';                                                               \
             if (e - clean_from >= 256) {                                                           \
                 break;                                                                             \
             }                                                                                      \
@@ -357,9 +350,13 @@ static inline block_plan plan_block(uint64_t w, uint64_t tab, uint64_t crm, uint
              * the compiler from making it a conditional move. */                                  \
             __asm__("" : "+r"(pl.c));                                                              \
             e += pl.c;                                                                             \
+            data = p[e - 1] != '\n';                                                               \
             continue;                                                                              \
         }                                                                                          \
         e += 64;                                                                                   \
+        /* every cut lies after an LF (line ended, no blank line held: see plan_block) or          \
+         * after content, so the byte before says the line state */                                \
+        data = p[e - 1] != '\n';                                                                   \
     }                                                                                              \
     if (clean_from != SIZE_MAX) {                                                                  \
         if (e - clean_from < 256) {                                                                \
