@@ -17,7 +17,8 @@
  * rings would save memory on idle connections, but every frame that straddles two
  * buffers would then have to be copied out anyway; the buffer is 64 KiB and grows only
  * for a frame that needs it (a whole-message VERIFY), charged to the memory budget, and
- * shrinks back once that frame is done.
+ * shrinks back once that frame is done. A VERIFY's message is verified where it lies in
+ * that buffer (no copy); frames are moved only when the next one would not fit.
  *
  * Key lookups: the key source may answer synchronously (the zone file) or later from
  * another thread (the resolver). A later answer is pushed on the owning worker's
@@ -165,7 +166,8 @@ static void conn_arm_recv(conn *c)
         return; /* re-armed when the send queue drains */
     }
     struct io_uring_sqe *sqe = dkd__get_sqe(c->w);
-    io_uring_prep_recv(sqe, c->fd, c->rbuf + c->rlen, c->rcap - c->rlen, 0);
+    size_t end = c->rlimit != 0 ? c->rlimit : c->rcap;
+    io_uring_prep_recv(sqe, c->fd, c->rbuf + c->rlen, end - c->rlen, 0);
     io_uring_sqe_set_data64(sqe, ud_make(c, OP_RECV));
     c->recv_armed = true;
     c->ops++;
@@ -494,7 +496,7 @@ static void sweep(worker *w)
         if (c->closing || c->close_after_send || c->last_rx_ms > limit) {
             continue;
         }
-        bool stalled = c->rlen > 0;
+        bool stalled = c->rlen > c->rpos;
         for (req *r = c->reqs; r != NULL && !stalled; r = r->next) {
             stalled = r->streaming && !r->ended;
         }
@@ -730,6 +732,10 @@ dkd__server *dkd__server_new(const dkd__server_config *sc, dkd_engine *eng, dkd_
         memcpy(srv->allow_gids, sc->allow_gids, sc->n_allow_gids * sizeof(gid_t));
     }
     srv->cfg.authserv_id = srv->authserv_id;
+    srv->authserv_len = strlen(srv->authserv_id);
+    if (srv->authserv_len > DKD_WIRE_MAX_AUTHSERV) {
+        srv->authserv_len = DKD_WIRE_MAX_AUTHSERV;
+    }
     /* max_frame: a whole message with the largest option block (1 + 2 + 255 + 1 + 2 + 8
      * bytes plus the count) must fit, as must a header block or a body chunk. */
     uint64_t mf = srv->cfg.max_message_bytes + 512;

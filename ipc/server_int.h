@@ -134,6 +134,10 @@ struct conn {
     int64_t last_rx_ms; /* when the last byte arrived */
     uint8_t *rbuf;
     size_t rcap, rlen;
+    size_t rpos;      /* unprocessed bytes are rbuf[rpos..rlen): frames are not moved */
+    size_t rlimit;    /* when non-zero, the next recv stops at rbuf + rlimit (a large
+                       * frame's end), so no bytes of the next frame need moving */
+    bool in_process;  /* frames being handled: answers queue, one send at the end */
     dkd_wbuf out;     /* being sent: out.ptr[out_off..out.len) */
     size_t out_off;
     dkd_wbuf pend;    /* queued while a send is in flight */
@@ -176,6 +180,7 @@ struct dkd__server {
     uid_t *allow_uids;
     gid_t *allow_gids;
     char *authserv_id;
+    size_t authserv_len; /* at most DKD_WIRE_MAX_AUTHSERV (longer ids are cut, as before) */
     dkd_engine *eng;
     dkd_keysrc src;
     unsigned ring_flags;

@@ -48,7 +48,8 @@ void dkd__conn_flush(conn *c)
     c->ops++;
 }
 
-/* conn_queue_ok checks the sticky error of the pending buffer after an append. */
+/* conn_queued checks the sticky error of the pending buffer after an append, and starts
+ * a send unless frames are being handled (dkd__conn_process sends once at the end). */
 static void conn_queued(conn *c)
 {
     if (dkd_wbuf_ok(&c->pend) != 0) {
@@ -57,7 +58,9 @@ static void conn_queued(conn *c)
         dkd__conn_begin_close(c);
         return;
     }
-    dkd__conn_flush(c);
+    if (!c->in_process) {
+        dkd__conn_flush(c);
+    }
 }
 
 void dkd__send_error(conn *c, uint32_t id, uint16_t code, const char *text)
@@ -431,7 +434,9 @@ static void copy_opts(worker *w, req *r, const dkd_wire_verify_opts *o)
         memcpy(r->authserv, o->authserv_id.ptr, o->authserv_id.len);
         r->authserv[o->authserv_id.len] = '\0';
     } else {
-        snprintf(r->authserv, sizeof r->authserv, "%s", def);
+        /* Not snprintf: this runs once per request. The length was capped at start-up. */
+        memcpy(r->authserv, def, w->srv->authserv_len);
+        r->authserv[w->srv->authserv_len] = '\0';
     }
     r->has_time = o->has_time;
     r->time = o->time;
@@ -709,15 +714,23 @@ static void on_frame(conn *c, const dkd_wire_header *h, dkd_span payload)
 }
 
 /*
- * dkd__conn_process splits and handles every whole frame in the receive buffer, then keeps
- * the partial rest at the front and makes sure the buffer can hold the next frame.
+ * dkd__conn_process splits and handles every whole frame in the receive buffer, then makes
+ * sure the buffer can hold the rest of the partial frame, if any.
+ *
+ * Frames are handled where they lie and the answers of the whole batch go out in one
+ * send. The partial frame at the end stays in place while the buffer has room for the
+ * whole of it; it is moved to the front only when it would not fit (or it is a frame
+ * header of a few bytes). A frame larger than the base buffer is read up to its own end
+ * and no further, so the next frame starts at the front of the buffer: without that, a
+ * stream of 200 KB messages would move the head of every one of them.
  */
 void dkd__conn_process(conn *c)
 {
     worker *w = c->w;
     dkd__server *srv = w->srv;
-    dkd_span in = dkd__span(c->rbuf, c->rlen);
+    dkd_span in = dkd__span(c->rbuf + c->rpos, c->rlen - c->rpos);
     uint32_t need = 0;
+    c->in_process = true;
     while (!c->close_after_send && !c->closing) {
         uint32_t limit = c->hello_done ? srv->max_frame : DKD_WIRE_PRE_HELLO_MAX;
         /* HELLO always carries version 1; afterwards the negotiated one (also 1). */
@@ -740,14 +753,25 @@ void dkd__conn_process(conn *c)
         }
         on_frame(c, &h, payload);
     }
+    c->in_process = false;
+    if (c->closing) {
+        return;
+    }
+    /* One send for every answer this batch queued (a no-op if one is in flight). */
+    dkd__conn_flush(c);
     if (c->closing) {
         return;
     }
     size_t used = (size_t)(in.ptr - c->rbuf);
-    if (used > 0 && in.len > 0) {
+    if (in.len == 0) {
+        used = 0;
+    } else if (need == 0 || used + need > c->rcap) {
         memmove(c->rbuf, in.ptr, in.len);
+        used = 0;
     }
-    c->rlen = in.len;
+    c->rpos = used;
+    c->rlen = used + in.len;
+    c->rlimit = 0;
     if (need > c->rcap && c->rlen == c->rcap) {
         /* Grow with the bytes that actually arrive (doubling), not to the size the
          * header claims: a client announcing a 64 MiB frame and trickling it would
@@ -770,7 +794,7 @@ void dkd__conn_process(conn *c)
         c->rcap = want;
         c->charged += extra;
     } else if (c->rcap > srv->cfg.max_body_chunk + DKD_WIRE_HEADER_LEN &&
-               c->rlen <= RBUF_BASE && need <= RBUF_BASE) {
+               c->rlen <= RBUF_BASE && c->rpos + need <= RBUF_BASE) {
         /* A whole-message frame is done: give its memory back. A buffer that only grew
          * to the body chunk size is kept, or a client streaming chunks a little over
          * 64 KiB would make us reallocate on every frame. */
@@ -781,5 +805,8 @@ void dkd__conn_process(conn *c)
             c->charged = 0;
             c->rcap = RBUF_BASE;
         }
+    }
+    if (need > RBUF_BASE && c->rpos + need <= c->rcap) {
+        c->rlimit = c->rpos + need;
     }
 }
