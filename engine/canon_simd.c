@@ -276,7 +276,18 @@ static inline block_plan plan_block(uint64_t w, uint64_t tab, uint64_t crm, uint
     uint64_t del = (w & w << 1) | trail;
     uint64_t content = ~w & ~lfm & ~crlf_cr;
 
-    unsigned c = bad != 0 ? (unsigned)__builtin_ctzll(bad) : 64;
+    unsigned c = 64;
+    if ((bad | (~content & 1ULL << 63)) == 0) {
+        /* the common block: ends in content, so it splits no run, CRLF or blank lines */
+        pl.c = 64;
+        pl.keep = ~del;
+        pl.ins = bare_lf;
+        pl.verbatim = (del | bare_lf | tab) == 0;
+        return pl;
+    }
+    if (bad != 0) {
+        c = (unsigned)__builtin_ctzll(bad);
+    }
     if (crlf_cr >> 63) {
         c = c < 63 ? c : 63; /* never split a CRLF */
     }
