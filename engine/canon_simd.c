@@ -23,7 +23,6 @@
  * architectures run the scalar reference.
  */
 #include <stdbool.h>
-#include <string.h>
 
 #include "canon_simd.h"
 
@@ -318,7 +317,7 @@ static inline block_plan plan_block(uint64_t w, uint64_t tab, uint64_t crm, uint
     bool data = *line_has_data;                                                                    \
     size_t o = *out_len;                                                                           \
     size_t e = i;                                                                                  \
-    size_t clean_from = SIZE_MAX; /* start of unchanged blocks not yet written */                  \
+    size_t clean = 0; /* bytes of unchanged whole blocks just written */                           \
     while (n - e >= 65 && out_cap - o >= 400) {                                                    \
         uint64_t w, tab, crm, lfm;                                                                 \
         LOAD_MASKS(e);                                                                             \
@@ -326,24 +325,6 @@ static inline block_plan plan_block(uint64_t w, uint64_t tab, uint64_t crm, uint
         block_plan pl = plan_block(w, tab, crm, lfm, nlf, data);                                   \
         if (pl.c == 0) {                                                                           \
             break;                                                                                 \
-        }                                                                                          \
-        if (pl.verbatim) {                                                                         \
-            /* held back, so that a run of such blocks can still go to the sink straight           \
-             * from the caller's chunk */                                                          \
-            if (clean_from == SIZE_MAX) {                                                          \
-                clean_from = e;                                                                    \
-            }                                                                                      \
-            e += 64;                                                                               \
-            data = p[e - 1] != '\n';                                                               \
-            if (e - clean_from >= 256) {                                                           \
-                break;                                                                             \
-            }                                                                                      \
-            continue;                                                                              \
-        }                                                                                          \
-        if (clean_from != SIZE_MAX) {                                                              \
-            memcpy(out + o, p + clean_from, e - clean_from);                                       \
-            o += e - clean_from;                                                                   \
-            clean_from = SIZE_MAX;                                                                 \
         }                                                                                          \
         /* each bare LF: the bytes before it, then CR (the LF itself starts the rest) */           \
         uint64_t rest = pl.keep;                                                                   \
@@ -362,22 +343,22 @@ static inline block_plan plan_block(uint64_t w, uint64_t tab, uint64_t crm, uint
             __asm__("" : "+r"(pl.c));                                                              \
             e += pl.c;                                                                             \
             data = p[e - 1] != '\n';                                                               \
+            clean = 0;                                                                             \
             continue;                                                                              \
         }                                                                                          \
         e += 64;                                                                                   \
         /* every cut lies after an LF (line ended, no blank line held: see plan_block) or          \
          * after content, so the byte before says the line state */                                \
         data = p[e - 1] != '\n';                                                                   \
-    }                                                                                              \
-    if (clean_from != SIZE_MAX) {                                                                  \
-        if (e - clean_from < 256) {                                                                \
-            memcpy(out + o, p + clean_from, e - clean_from);                                       \
-            o += e - clean_from;                                                                   \
-        } else {                                                                                   \
-            /* the caller's scanner passes these on without a copy; a cut ends a line              \
-             * (LF) or lies inside one with content */                                             \
-            e = clean_from;                                                                        \
-            data = p[e - 1] != '\n';                                                               \
+        /* Unchanged blocks are written like the others (a branch on them would be                 \
+         * mispredicted on text with a fix every block or two); after 4 in a row they are          \
+         * taken back and left to the caller's scanner, which passes such text on                  \
+         * without a copy. */                                                                      \
+        clean = (clean + 64) & (0 - (size_t)pl.verbatim);                                          \
+        if (clean >= 256) {                                                                        \
+            e -= clean;                                                                            \
+            o -= clean;                                                                            \
+            break;                                                                                 \
         }                                                                                          \
     }                                                                                              \
     *line_has_data = data;                                                                         \
