@@ -166,8 +166,7 @@ static void conn_arm_recv(conn *c)
         return; /* re-armed when the send queue drains */
     }
     struct io_uring_sqe *sqe = dkd__get_sqe(c->w);
-    size_t end = c->rlimit != 0 ? c->rlimit : c->rcap;
-    io_uring_prep_recv(sqe, c->fd, c->rbuf + c->rlen, end - c->rlen, 0);
+    io_uring_prep_recv(sqe, c->fd, c->rbuf + c->rlen, c->rcap - c->rlen, 0);
     io_uring_sqe_set_data64(sqe, ud_make(c, OP_RECV));
     c->recv_armed = true;
     c->ops++;

@@ -135,8 +135,6 @@ struct conn {
     uint8_t *rbuf;
     size_t rcap, rlen;
     size_t rpos;      /* unprocessed bytes are rbuf[rpos..rlen): frames are not moved */
-    size_t rlimit;    /* when non-zero, the next recv stops at rbuf + rlimit (a large
-                       * frame's end), so no bytes of the next frame need moving */
     bool in_process;  /* frames being handled: answers queue, one send at the end */
     dkd_wbuf out;     /* being sent: out.ptr[out_off..out.len) */
     size_t out_off;
