@@ -624,6 +624,41 @@ static size_t sig_len(const dkd_wire_sig *s)
            s->i.len + s->a.len + s->b_prefix.len;
 }
 
+/* Unchecked writers for put_result, which reserves the whole frame first. */
+static uint8_t *w_u16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)(v >> 8);
+    p[1] = (uint8_t)v;
+    return p + 2;
+}
+
+static uint8_t *w_u32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+    return p + 4;
+}
+
+static uint8_t *w_bytes(uint8_t *p, dkd_span v)
+{
+    if (v.len != 0) {
+        memcpy(p, v.ptr, v.len);
+    }
+    return p + v.len;
+}
+
+static uint8_t *w_str16(uint8_t *p, dkd_span v)
+{
+    return w_bytes(w_u16(p, (uint16_t)v.len), v);
+}
+
+/*
+ * dkd_wire_put_result encodes a RESULT frame. It runs once per answered message, so the
+ * frame is sized first, reserved once and written through a cursor, instead of some 30
+ * appends that each check the room left.
+ */
 void dkd_wire_put_result(dkd_wbuf *b, uint32_t request_id, const dkd_wire_sig *sigs, size_t nsigs,
                          dkd_span authres)
 {
@@ -633,29 +668,51 @@ void dkd_wire_put_result(dkd_wbuf *b, uint32_t request_id, const dkd_wire_sig *s
     }
     size_t len = 2 + 4 + authres.len;
     for (size_t k = 0; k < nsigs; k++) {
-        len += sig_len(&sigs[k]);
+        const dkd_wire_sig *s = &sigs[k];
+        if (s->explanation.len > UINT16_MAX || s->detail.len > UINT16_MAX ||
+            s->d.len > UINT16_MAX || s->s.len > UINT16_MAX || s->i.len > UINT16_MAX ||
+            s->a.len > UINT16_MAX || s->b_prefix.len > UINT16_MAX) {
+            b->err = true;
+            return;
+        }
+        len += sig_len(s);
     }
-    put_frame_header(b, DKD_WIRE_RESULT, request_id, len);
-    put_u16(b, (uint16_t)nsigs);
+    if (len > UINT32_MAX) {
+        b->err = true;
+        return;
+    }
+    if (!reserve(b, DKD_WIRE_HEADER_LEN + len)) {
+        return;
+    }
+    uint8_t *p = b->ptr + b->len;
+    *p++ = DKD_WIRE_VERSION;
+    *p++ = DKD_WIRE_RESULT;
+    p = w_u16(p, 0);
+    p = w_u32(p, request_id);
+    p = w_u32(p, (uint32_t)len);
+    p = w_u16(p, (uint16_t)nsigs);
     for (size_t k = 0; k < nsigs; k++) {
         const dkd_wire_sig *s = &sigs[k];
-        put_u8(b, s->result);
-        put_u8(b, s->dnssec);
-        put_u16(b, s->reason);
-        put_u16(b, s->flags);
-        put_u32(b, s->key_bits);
-        put_u64(b, s->body_signed);
-        put_u64(b, s->body_total);
-        put_str16(b, s->explanation);
-        put_str16(b, s->detail);
-        put_str16(b, s->d);
-        put_str16(b, s->s);
-        put_str16(b, s->i);
-        put_str16(b, s->a);
-        put_str16(b, s->b_prefix);
+        *p++ = s->result;
+        *p++ = s->dnssec;
+        p = w_u16(p, s->reason);
+        p = w_u16(p, s->flags);
+        p = w_u32(p, s->key_bits);
+        p = w_u32(p, (uint32_t)(s->body_signed >> 32));
+        p = w_u32(p, (uint32_t)s->body_signed);
+        p = w_u32(p, (uint32_t)(s->body_total >> 32));
+        p = w_u32(p, (uint32_t)s->body_total);
+        p = w_str16(p, s->explanation);
+        p = w_str16(p, s->detail);
+        p = w_str16(p, s->d);
+        p = w_str16(p, s->s);
+        p = w_str16(p, s->i);
+        p = w_str16(p, s->a);
+        p = w_str16(p, s->b_prefix);
     }
-    put_u32(b, (uint32_t)authres.len);
-    dkd_wbuf_append(b, authres.ptr, authres.len);
+    p = w_u32(p, (uint32_t)authres.len);
+    p = w_bytes(p, authres);
+    b->len = (size_t)(p - b->ptr);
 }
 
 void dkd_wire_put_stats_reply(dkd_wbuf *b, uint32_t request_id, const dkd_wire_stat *stats,
