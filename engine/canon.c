@@ -6,10 +6,12 @@
  * MiB) and mostly already canonical (CRLF lines, single spaces). dkd__body_update lets
  * a SIMD scanner (canon_simd.c) find how far the input is canonical as it stands and
  * passes such runs to the sink straight from the caller's chunk — no copy, one sink
- * call per run — and hands only the bytes around CR/LF/WSP oddities (bare LF, WSP runs,
- * blank lines, the last < 64 bytes of a chunk) to the scalar state machine, one byte at
- * a time. Header fields are short (a few hundred bytes, h= names at most ~100 of them),
- * so the header path is a byte loop through a small stack batch that copies runs of
+ * call per run. In relaxed, text that needs fixing (WSP runs, trailing WSP, HTAB, bare
+ * LF) is rewritten 64 bytes at a time into the batch by a block rewriter (canon_simd.c,
+ * AVX2 or AVX-512) rather than stopping at each fix. Only the bytes around rarer things
+ * (lone CR, blank lines at a chunk end, a chunk's first and last byte) go to the scalar
+ * state machine, one byte at a time. Header fields are short (a few hundred bytes, h= names at most
+ * ~100 of them), so the header path is a byte loop through a small stack batch that copies runs of
  * ordinary bytes (no CR/LF, and in relaxed values no WSP) as blocks.
  *
  * dkd__body_update_scalar is the reference: the fast path must produce the same bytes,
@@ -448,9 +450,11 @@ static size_t body_blocks(dkd_body_canon *bc, const uint8_t *p, size_t i, size_t
 }
 
 /*
- * body_update_fast: the scanner finds runs that are canonical as they stand; the two
- * commonest things it stops at are fixed here without leaving the clean state, so the
- * run goes on (its pieces are batched; a long piece goes to the sink directly):
+ * body_update_fast: the scanner finds runs that are canonical as they stand. Where it
+ * stops, the block rewriter (relaxed, when the CPU has one) takes over from there for as
+ * many 64-byte blocks as it can, then hands back to the scanner. Without it, or where it
+ * cannot start, the commonest stops are fixed here without leaving the clean state, so
+ * the run goes on (its pieces are batched; a long piece goes to the sink directly):
  *  - relaxed, a WSP run (or an HTAB) inside a line followed by content: one SP;
  *  - relaxed, WSP at the end of a line with content: dropped;
  *  - a bare LF ending a line with content: CRLF.
