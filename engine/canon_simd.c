@@ -358,6 +358,7 @@ static inline block_plan plan_block(uint64_t w, uint64_t tab, uint64_t crm, uint
         if (clean >= 256) {                                                                        \
             e -= clean;                                                                            \
             o -= clean;                                                                            \
+            data = p[e - 1] != '\n';                                                               \
             break;                                                                                 \
         }                                                                                          \
     }                                                                                              \
