@@ -19,6 +19,9 @@
  */
 bool dkd__b64_decode(dkd_span in, uint8_t *out, size_t out_cap, size_t *out_len);
 
+/* dkd__b64_decode without the SIMD path: the reference the tests compare it with. */
+bool dkd__b64_decode_scalar(dkd_span in, uint8_t *out, size_t out_cap, size_t *out_len);
+
 /*
  * dkd__b64_encode writes the padded base64 of in (4 * ((len + 2) / 3) bytes) into out,
  * which must have that room, and returns the number of bytes written. Used by the

@@ -1,7 +1,9 @@
 /*
  * b64_test.c - unit tests for engine/b64.c: RFC 4648 vectors, FWS anywhere, padding
  * rules, rejection of bad input, capacity limits, and an encode/decode round trip
- * over random data. Inputs sit against a guard page so an over-read crashes.
+ * over random data, and the SIMD path against the scalar reference (every byte value at
+ * every place of a block; random mixes of alphabet, FWS, padding and bad bytes). Inputs
+ * sit against a guard page so an over-read crashes.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -170,6 +172,81 @@ static void test_round_trip_folded(void **state)
     }
 }
 
+/* same_as_scalar checks dkd__b64_decode against dkd__b64_decode_scalar on in[0..n) (put
+ * at a guard page) with output capacity cap: same verdict, and on success the same
+ * bytes. */
+static void same_as_scalar(const uint8_t *in, size_t n, size_t cap)
+{
+    uint8_t fast[1200], ref[1200];
+    assert_true(cap <= sizeof fast);
+    const uint8_t *g = guard_copy(in, n);
+    size_t fast_len = 0, ref_len = 0;
+    bool fast_ok = dkd__b64_decode(dkd__span(g, n), fast, cap, &fast_len);
+    bool ref_ok = dkd__b64_decode_scalar(dkd__span(g, n), ref, cap, &ref_len);
+    assert_int_equal(fast_ok, ref_ok);
+    if (ref_ok) {
+        assert_int_equal(fast_len, ref_len);
+        assert_memory_equal(fast, ref, ref_len);
+    }
+}
+
+/* Every byte value at every place of the first two 16-character blocks of a valid
+ * value: the SIMD range check must accept exactly the alphabet and decode it as the
+ * table does. */
+static void test_simd_every_byte(void **state)
+{
+    (void)state;
+    static const char alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    uint8_t in[48];
+    for (size_t i = 0; i < sizeof in; i++) {
+        in[i] = (uint8_t)alphabet[(i * 7) % 64];
+    }
+    for (size_t pos = 0; pos < 32; pos++) {
+        uint8_t keep = in[pos];
+        for (int c = 0; c < 256; c++) {
+            in[pos] = (uint8_t)c;
+            same_as_scalar(in, sizeof in, sizeof in);
+        }
+        in[pos] = keep;
+    }
+}
+
+/* Random values built from a weighted mix (mostly alphabet, some FWS, padding, bad and
+ * 8-bit bytes), random lengths and capacities, including capacities too small. */
+static void test_simd_random(void **state)
+{
+    (void)state;
+    srand(4242);
+    static const char alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    static const char fws[] = " \t\r\n";
+    uint8_t in[800];
+    for (int iter = 0; iter < 40000; iter++) {
+        size_t len = (size_t)rand() % sizeof in;
+        int odd = 1 + rand() % 400; /* one non-alphabet byte in ~odd */
+        for (size_t i = 0; i < len; i++) {
+            int r = rand();
+            if (r % odd != 0) {
+                in[i] = (uint8_t)alphabet[(r >> 8) % 64];
+            } else if ((r >> 8) % 4 == 0) {
+                in[i] = '=';
+            } else if ((r >> 8) % 4 == 1) {
+                in[i] = (uint8_t)(r >> 12);
+            } else {
+                in[i] = (uint8_t)fws[(r >> 12) % 4];
+            }
+        }
+        size_t cap = len / 4 * 3 + 3;
+        if (rand() % 4 == 0) {
+            cap = (size_t)rand() % (cap + 1);
+        } else if (rand() % 4 == 0) {
+            cap += 16;
+        }
+        same_as_scalar(in, len, cap);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -177,7 +254,8 @@ int main(void)
         cmocka_unit_test(test_fws_anywhere),           cmocka_unit_test(test_rejects),
         cmocka_unit_test(test_trailing_bits_accepted), cmocka_unit_test(test_capacity),
         cmocka_unit_test(test_encode_vectors),         cmocka_unit_test(test_round_trip_random),
-        cmocka_unit_test(test_round_trip_folded),
+        cmocka_unit_test(test_round_trip_folded),      cmocka_unit_test(test_simd_every_byte),
+        cmocka_unit_test(test_simd_random),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
