@@ -381,12 +381,46 @@ static int select_init(dkd_msg *m, hdr_select *sel, const dkd_field *fields, siz
     return 0;
 }
 
+/* The header hash input gathered into one buffer, so the digest sees one or two
+ * updates per signature instead of one per field (~15 at 2 KB; each update costs more
+ * than copying a field's few dozen bytes). */
+typedef struct hdr_batch {
+    EVP_MD_CTX *md;
+    size_t len;
+    uint8_t buf[4096];
+} hdr_batch;
+
+static void batch_flush(hdr_batch *b)
+{
+    if (b->len > 0) {
+        EVP_DigestUpdate(b->md, b->buf, b->len);
+        b->len = 0;
+    }
+}
+
+static void batch_sink(void *arg, const uint8_t *p, size_t n)
+{
+    hdr_batch *b = arg;
+    if (n > sizeof b->buf - b->len) {
+        batch_flush(b);
+        if (n >= sizeof b->buf) {
+            EVP_DigestUpdate(b->md, p, n);
+            return;
+        }
+    }
+    memcpy(b->buf + b->len, p, n);
+    b->len += n;
+}
+
 static void hash_headers(dkd_msg *m, sig_state *st, const dkd_field *fields, hdr_select *sel,
                          size_t self)
 {
     const dkd_sig *sig = st->sig;
     EVP_MD_CTX *md = m->hdr_md;
     EVP_DigestInit_ex(md, engine_md(m->eng, sig->hash), NULL);
+    hdr_batch batch;
+    batch.md = md;
+    batch.len = 0;
     uint32_t gen = ++sel->gen;
     sel->mark[self] = gen;
     for (size_t h = 0; h < sig->h_count; h++) {
@@ -397,7 +431,8 @@ static void hash_headers(dkd_msg *m, sig_state *st, const dkd_field *fields, hdr
             size_t f = f1 - 1;
             if (sel->mark[f] != gen && dkd__span_eq_nocase(fields[f].name, sig->h_names[h])) {
                 sel->mark[f] = gen;
-                dkd__canon_header(sig->canon_header, fields[f].raw, 0, 0, true, md_sink, md);
+                dkd__canon_header(sig->canon_header, fields[f].raw, 0, 0, true, batch_sink,
+                                  &batch);
                 break;
             }
         }
@@ -405,7 +440,8 @@ static void hash_headers(dkd_msg *m, sig_state *st, const dkd_field *fields, hdr
     const dkd_field *own = &fields[self];
     size_t value_off = (size_t)(own->value.ptr - own->raw.ptr);
     dkd__canon_header(sig->canon_header, own->raw, value_off + sig->b_value_off,
-                      value_off + sig->b_value_end, false, md_sink, md);
+                      value_off + sig->b_value_end, false, batch_sink, &batch);
+    batch_flush(&batch);
     EVP_DigestFinal_ex(md, st->hdr_digest, &st->hdr_digest_len);
 }
 
