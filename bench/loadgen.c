@@ -391,5 +391,13 @@ int main(int argc, char **argv)
         dkd_client_close(g.conns[i].c);
     }
     dkd_client_close(statc);
+    /* Freed so a sanitizer build of loadgen reports only real leaks. */
+    for (size_t i = 0; i < g.nmsgs; i++) {
+        free(g.msgs[i].data);
+    }
+    free(g.msgs);
+    free(g.lat);
+    free(g.conns);
+    free(pfd);
     return 0;
 }
