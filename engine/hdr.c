@@ -5,8 +5,9 @@
  * at; a typical block is 2-10 KiB with 20-60 fields, some folded over many lines.
  * The parser records spans into the caller's array; it never copies or allocates, in
  * the manner of picohttpparser's parse_headers. Each byte is looked at once: the name
- * is checked byte by byte up to its colon (names are short), and the rest of each line
- * is skipped with one memchr for its LF (the libc version is vectorised). The caller
+ * is checked up to its colon and the rest of each line skipped to its LF, 16 bytes at
+ * a time with SSE2 on x86-64 (lines average ~70 bytes, so a libc memchr call per line
+ * cost more in its set-up than in its scan). The caller
  * sizes nothing in advance: dkd__hdr_index_more stops when the array is full and
  * resumes where it stopped, so the verifier grows its index instead of counting lines
  * in a pass of its own.
@@ -22,10 +23,81 @@
 
 #include <string.h>
 
+#if defined(__SSE2__)
+#define DKD_HDR_SSE2 1
+#include <emmintrin.h>
+#endif
+
 /* A name byte is printable US-ASCII without the colon (RFC 5322 ftext). */
 static inline bool is_ftext(uint8_t c)
 {
     return c >= 0x21 && c <= 0x7e && c != ':';
+}
+
+#ifdef DKD_HDR_SSE2
+static inline __m128i load16(const uint8_t *p)
+{
+    return _mm_loadu_si128((const __m128i *)(const void *)p);
+}
+
+/* Bit k set where byte k of v is not ftext: a signed compare puts the 8-bit bytes,
+ * negative as int8, below 0x21 with the controls and SP. */
+static inline unsigned not_ftext_mask(__m128i v)
+{
+    __m128i ok = _mm_cmpgt_epi8(v, _mm_set1_epi8(0x20));
+    __m128i bad = _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8(0x7f)),
+                               _mm_cmpeq_epi8(v, _mm_set1_epi8(':')));
+    return (unsigned)_mm_movemask_epi8(_mm_andnot_si128(ok, _mm_set1_epi8(-1))) |
+           (unsigned)_mm_movemask_epi8(bad);
+}
+#endif
+
+/* name_end returns the first i' >= i with line[i'] not ftext, or rest. */
+static inline size_t name_end(const uint8_t *line, size_t i, size_t rest)
+{
+#ifdef DKD_HDR_SSE2
+    while (rest - i >= 16) {
+        unsigned m = not_ftext_mask(load16(line + i));
+        if (m != 0) {
+            return i + (size_t)__builtin_ctz(m);
+        }
+        i += 16;
+    }
+#endif
+    while (i < rest && is_ftext(line[i])) {
+        i++;
+    }
+    return i;
+}
+
+/* find_lf returns the first LF in p[0..n), or NULL. */
+static inline const uint8_t *find_lf(const uint8_t *p, size_t n)
+{
+#ifdef DKD_HDR_SSE2
+    const __m128i lf = _mm_set1_epi8('\n');
+    size_t i = 0;
+    while (n - i >= 16) {
+        unsigned m = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(load16(p + i), lf));
+        if (m != 0) {
+            return p + i + __builtin_ctz(m);
+        }
+        i += 16;
+    }
+    if (i < n && n >= 16) {
+        /* The last bytes as one block ending at n, the ones already seen masked off. */
+        unsigned m =
+            (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(load16(p + n - 16), lf)) >> (16 - (n - i));
+        return m != 0 ? p + i + __builtin_ctz(m) : NULL;
+    }
+    for (; i < n; i++) {
+        if (p[i] == '\n') {
+            return p + i;
+        }
+    }
+    return NULL;
+#else
+    return memchr(p, '\n', n);
+#endif
 }
 
 /*
@@ -60,10 +132,7 @@ static dkd_hdr_status parse_from(dkd_span block, size_t *pos_io, dkd_field *fiel
         } else {
             /* name = ftext+, then optional WSP, then the colon; anything else (no colon
              * on the line, a control or 8-bit byte before it) makes the line malformed. */
-            size_t i = 0;
-            while (i < rest && is_ftext(line[i])) {
-                i++;
-            }
+            size_t i = name_end(line, 0, rest);
             size_t name_len = i;
             while (i < rest && dkd__is_wsp(line[i])) {
                 i++;
@@ -83,7 +152,7 @@ static dkd_hdr_status parse_from(dkd_span block, size_t *pos_io, dkd_field *fiel
             cur->raw.len = 0;
             from = i + 1;
         }
-        const uint8_t *lf = from < rest ? memchr(line + from, '\n', rest - from) : NULL;
+        const uint8_t *lf = from < rest ? find_lf(line + from, rest - from) : NULL;
         /* line_len includes the line end; text excludes it. A last line without a line
          * end runs to the end of the block. */
         size_t line_len = lf != NULL ? (size_t)(lf - line) + 1 : rest;

@@ -1,11 +1,14 @@
 /*
  * hdr_test.c - unit tests for the header block splitter (engine/hdr.c). Every input is
- * placed against a guard page, so a read past the block crashes the test.
+ * placed against a guard page, so a read past the block crashes the test. The SSE2
+ * scans of hdr.c are checked against ref_parse, the byte-loop parser they replaced, on
+ * random blocks.
  */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -318,9 +321,158 @@ static void test_index_resume(void **state)
     }
 }
 
+/* ---- reference: the byte-at-a-time parser (name checked byte by byte, memchr for the
+ * line end), kept here to check the SSE2 scans against ---- */
+
+static bool ref_ftext(uint8_t c)
+{
+    return c >= 0x21 && c <= 0x7e && c != ':';
+}
+
+static dkd_hdr_status ref_parse(dkd_span block, dkd_field *fields, size_t max, size_t *count,
+                                size_t *err_off)
+{
+    const uint8_t *p = block.ptr;
+    size_t len = block.len, pos = 0, n = 0;
+    dkd_field *cur = NULL;
+    dkd_hdr_status st = DKD_HDR_OK;
+    while (pos < len) {
+        const uint8_t *line = p + pos;
+        size_t rest = len - pos;
+        if (line[0] == '\n' || (line[0] == '\r' && rest > 1 && line[1] == '\n')) {
+            break;
+        }
+        size_t from;
+        if (line[0] == ' ' || line[0] == '\t') {
+            if (cur == NULL) {
+                st = DKD_HDR_MALFORMED;
+                break;
+            }
+            from = 1;
+        } else {
+            size_t i = 0;
+            while (i < rest && ref_ftext(line[i])) {
+                i++;
+            }
+            size_t name_len = i;
+            while (i < rest && (line[i] == ' ' || line[i] == '\t')) {
+                i++;
+            }
+            if (name_len == 0 || i == rest || line[i] != ':') {
+                st = DKD_HDR_MALFORMED;
+                break;
+            }
+            if (n == max) {
+                st = DKD_HDR_TOO_MANY;
+                break;
+            }
+            cur = &fields[n++];
+            cur->name = dkd__span(line, name_len);
+            cur->value.ptr = line + i + 1;
+            cur->raw.ptr = line;
+            cur->raw.len = 0;
+            from = i + 1;
+        }
+        const uint8_t *lf = from < rest ? memchr(line + from, '\n', rest - from) : NULL;
+        size_t line_len = lf != NULL ? (size_t)(lf - line) + 1 : rest;
+        size_t text = line_len;
+        if (lf != NULL) {
+            text--;
+            if (text > 0 && line[text - 1] == '\r') {
+                text--;
+            }
+        }
+        cur->value.len = (size_t)(line + text - cur->value.ptr);
+        cur->raw.len += line_len;
+        pos += line_len;
+    }
+    *count = n;
+    if (st != DKD_HDR_OK) {
+        *err_off = pos;
+    }
+    return st;
+}
+
+/* Random blocks of field-like lines: names of 1-40 bytes (sometimes with a bad byte:
+ * 8-bit, DEL, control, SP), WSP before the colon, values of 0-120 bytes with CR, LF,
+ * folds and 8-bit bytes, CRLF or bare LF line ends, sometimes no final line end, an
+ * empty line, or a continuation first. */
+static size_t random_block(uint8_t *b, size_t cap)
+{
+    static const uint8_t odd[] = {0x80, 0xff, 0x7f, 0x00, 0x1f, ' ', '\t', ':', '\r', '\n'};
+    size_t n = 0;
+    size_t lines = (size_t)(rand() % 12);
+    for (size_t l = 0; l < lines && n + 200 < cap; l++) {
+        int kind = rand() % 10;
+        if (kind == 0) {
+            b[n++] = rand() % 2 ? ' ' : '\t'; /* a continuation line */
+        } else {
+            size_t nl = 1 + (size_t)(rand() % 40);
+            for (size_t i = 0; i < nl; i++) {
+                b[n++] = (uint8_t)('A' + rand() % 26);
+            }
+            if (rand() % 8 == 0) {
+                b[n - 1 - (size_t)rand() % nl] = odd[rand() % (int)sizeof odd];
+            }
+            if (rand() % 8 == 0) {
+                b[n++] = ' ';
+            }
+            if (rand() % 16 != 0) {
+                b[n++] = ':';
+            }
+        }
+        size_t vl = (size_t)(rand() % 121);
+        for (size_t i = 0; i < vl; i++) {
+            b[n++] = rand() % 24 == 0 ? odd[rand() % (int)sizeof odd] : (uint8_t)('a' + rand() % 26);
+        }
+        int end = rand() % 8;
+        if (end != 0 || l + 1 < lines) {
+            if (end != 1) {
+                b[n++] = '\r';
+            }
+            b[n++] = '\n';
+        }
+    }
+    if (rand() % 3 == 0) {
+        b[n++] = '\r';
+        b[n++] = '\n';
+        b[n++] = 'x';
+    }
+    return n;
+}
+
+static void test_random_against_reference(void **state)
+{
+    (void)state;
+    srand(9001);
+    static uint8_t buf[4096];
+    for (int it = 0; it < 30000; it++) {
+        size_t n = random_block(buf, sizeof buf);
+        const uint8_t *g = guard_copy(buf, n);
+        size_t max = (size_t)(rand() % (MAXF + 1));
+        dkd_field a[MAXF], b[MAXF];
+        size_t ca = 0, cb = 0, ea = 0, eb = 0;
+        dkd_hdr_status sa = dkd__hdr_parse(dkd__span(g, n), a, max, &ca, &ea);
+        dkd_hdr_status sb = ref_parse(dkd__span(g, n), b, max, &cb, &eb);
+        assert_int_equal(sa, sb);
+        assert_int_equal(ca, cb);
+        if (sa != DKD_HDR_OK) {
+            assert_int_equal(ea, eb);
+        }
+        for (size_t i = 0; i < ca; i++) {
+            assert_ptr_equal(a[i].raw.ptr, b[i].raw.ptr);
+            assert_int_equal(a[i].raw.len, b[i].raw.len);
+            assert_int_equal(a[i].name.len, b[i].name.len);
+            assert_ptr_equal(a[i].value.ptr, b[i].value.ptr);
+            assert_int_equal(a[i].value.len, b[i].value.len);
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_random_against_reference),
         cmocka_unit_test(test_simple_crlf),
         cmocka_unit_test(test_bare_lf_and_mixed),
         cmocka_unit_test(test_folding),
