@@ -230,6 +230,25 @@ static void simple_hdr_feed(hdr_state *st, hdr_out *o, const uint8_t *p, size_t 
     }
 }
 
+/* out_lower writes a run of n bytes with A-Z lowercased. */
+static void out_lower(hdr_out *o, const uint8_t *p, size_t n)
+{
+    while (n > 0) {
+        if (o->len == sizeof o->buf) {
+            out_flush(o);
+        }
+        size_t room = sizeof o->buf - o->len;
+        size_t take = n < room ? n : room;
+        uint8_t *d = o->buf + o->len;
+        for (size_t k = 0; k < take; k++) {
+            d[k] = dkd__lower(p[k]);
+        }
+        o->len += take;
+        p += take;
+        n -= take;
+    }
+}
+
 /* relaxed: one content byte (anything but WSP and line ends). */
 static void relaxed_hdr_content(hdr_state *st, hdr_out *o, uint8_t c)
 {
@@ -277,7 +296,15 @@ static void relaxed_hdr_feed(hdr_state *st, hdr_out *o, const uint8_t *p, size_t
             out_bytes(o, p + i + 1, j - i - 1);
             i = j - 1;
         } else {
+            /* In the name: this byte and the rest up to a WSP, line end or the colon go
+             * out lowercased as a run (names are ~10 bytes, each once per signature). */
             relaxed_hdr_content(st, o, c);
+            size_t j = i + 1;
+            while (j < n && !(body_class[p[j]] & CL_RELAXED_STOP) && p[j] != ':') {
+                j++;
+            }
+            out_lower(o, p + i + 1, j - i - 1);
+            i = j - 1;
         }
     }
 }
