@@ -85,6 +85,7 @@ dkd_taglist_status dkd__taglist_parse(dkd_span in, dkd_taglist *tl)
     tl->err = NULL;
     tl->dup = dkd__span(NULL, 0);
     bool have_dup = false;
+    uint32_t seen_letters = 0; /* bit k: the one-letter name 'a' + k is in tags[] */
 
     const uint8_t *p = in.ptr;
     size_t len = in.len;
@@ -128,12 +129,21 @@ dkd_taglist_status dkd__taglist_parse(dkd_span in, dkd_taglist *tl)
         }
         size_t value_end = i;
 
+        /* Duplicates: most names are one lowercase letter (b, d, s, h, ...), so those
+         * are looked up in a bit set; only longer names (bh, and rare others) are
+         * compared with the earlier ones. */
         bool dup = false;
-        for (size_t t = 0; t < tl->count; t++) {
-            if (tl->tags[t].name.len == name.len &&
-                memcmp(tl->tags[t].name.ptr, name.ptr, name.len) == 0) {
-                dup = true;
-                break;
+        uint8_t letter = (uint8_t)(name.ptr[0] - 'a');
+        if (name.len == 1 && letter < 26) {
+            dup = (seen_letters >> letter & 1u) != 0;
+            seen_letters |= 1u << letter;
+        } else {
+            for (size_t t = 0; t < tl->count; t++) {
+                if (tl->tags[t].name.len == name.len &&
+                    memcmp(tl->tags[t].name.ptr, name.ptr, name.len) == 0) {
+                    dup = true;
+                    break;
+                }
             }
         }
         if (dup) {
