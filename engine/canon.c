@@ -12,7 +12,8 @@
  * (lone CR, blank lines at a chunk end, a chunk's first and last byte) go to the scalar
  * state machine, one byte at a time. Header fields are short (a few hundred bytes, h= names at most
  * ~100 of them), so the header path is a byte loop through a small stack batch that copies runs of
- * ordinary bytes (no CR/LF, and in relaxed values no WSP) as blocks.
+ * ordinary bytes as blocks (no CR/LF; in relaxed values no HTAB, CR/LF or doubled WSP),
+ * their ends found 16 bytes at a time with SSE2.
  *
  * dkd__body_update_scalar is the reference: the fast path must produce the same bytes,
  * and tests/engine/canon_test.c checks every implementation against a naive
