@@ -4,7 +4,10 @@
  */
 #include "dkimctl.h"
 
+#include <dkimd/engine.h>
+
 #include <errno.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -323,4 +326,31 @@ void dkimctl_keys_close(dkimctl_keys *k)
     dkd_resolver_free(k->resolver);
     dkd_zone_free(k->zone);
     memset(k, 0, sizeof *k);
+}
+
+void json_sig_fields(FILE *out, const dkd_sig_result *r)
+{
+    fprintf(out, "\"d\": ");
+    json_cstring(out, r->d);
+    fprintf(out, ", \"s\": ");
+    json_cstring(out, r->s);
+    fprintf(out, ", \"i\": ");
+    json_cstring(out, r->i);
+    fprintf(out, ", \"a\": ");
+    json_cstring(out, r->a);
+    fprintf(out, ", \"result\": \"%s\", \"reason\": \"%s\", \"explanation\": ",
+            dkd_result_name(r->result), dkd_reason_code(r->reason));
+    json_cstring(out, dkd_reason_explanation(r->reason));
+    fprintf(out, ", \"detail\": ");
+    json_cstring(out, r->detail);
+    fprintf(out, ", \"fix\": ");
+    json_cstring(out, r->result == DKD_RESULT_PASS ? "" : dkd_reason_fix(r->reason));
+    fprintf(out, ", \"key_bits\": %u, \"key_testing\": %s, \"key_stale\": %s, \"dnssec\": \"%s\"",
+            r->key_bits, r->key_testing ? "true" : "false", r->key_stale ? "true" : "false",
+            r->dnssec_secure ? "secure" : "insecure");
+    fprintf(out, ", \"has_l\": %s", r->has_l ? "true" : "false");
+    if (r->has_l) {
+        fprintf(out, ", \"body_signed\": %" PRIu64 ", \"body_total\": %" PRIu64, r->body_signed,
+                r->body_total);
+    }
 }

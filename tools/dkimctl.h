@@ -92,4 +92,10 @@ void dkimctl_keys_close(dkimctl_keys *k);
 void json_string(FILE *out, const char *s, size_t n);
 void json_cstring(FILE *out, const char *s);
 
+struct dkd_sig_result;
+/* json_sig_fields writes one verdict's fields ("d": ..., "s": ..., through key and l=
+ * facts) without the surrounding braces, so verify and explain print them alike and
+ * explain can add its own fields after them. */
+void json_sig_fields(FILE *out, const struct dkd_sig_result *r);
+
 #endif

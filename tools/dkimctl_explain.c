@@ -208,28 +208,13 @@ static void explain_json(const char *file, const dkd_sig_result *res, size_t n,
         cause(why, sizeof why, r, qname);
         alignment a = align(r->d, from);
         dmarc |= r->result == DKD_RESULT_PASS && a.relaxed;
-        printf("%s{\"d\": ", i ? ", " : "");
-        json_cstring(stdout, r->d);
-        printf(", \"s\": ");
-        json_cstring(stdout, r->s);
-        printf(", \"a\": ");
-        json_cstring(stdout, r->a);
-        printf(", \"result\": \"%s\", \"reason\": \"%s\", \"explanation\": ",
-               dkd_result_name(r->result), dkd_reason_code(r->reason));
-        json_cstring(stdout, dkd_reason_explanation(r->reason));
-        printf(", \"detail\": ");
-        json_cstring(stdout, r->detail);
+        printf("%s{", i ? ", " : "");
+        json_sig_fields(stdout, r);
         printf(", \"cause\": ");
         json_cstring(stdout, why);
-        printf(", \"fix\": ");
-        json_cstring(stdout, r->result == DKD_RESULT_PASS ? "" : dkd_reason_fix(r->reason));
         printf(", \"qname\": ");
         json_cstring(stdout, qname);
-        printf(", \"key_bits\": %u, \"key_testing\": %s, \"dnssec\": \"%s\", \"body_signed\": "
-               "%" PRIu64 ", \"body_total\": %" PRIu64 ", \"has_l\": %s, \"alignment\": ",
-               r->key_bits, r->key_testing ? "true" : "false",
-               r->dnssec_secure ? "secure" : "insecure", r->body_signed, r->body_total,
-               r->has_l ? "true" : "false");
+        printf(", \"alignment\": ");
         json_alignment(a);
         printf("}");
     }

@@ -98,28 +98,8 @@ static void print_json(const char *file, const dkd_sig_result *res, size_t n,
     printf(", \"signatures\": [");
     for (size_t i = 0; i < n; i++) {
         const dkd_sig_result *r = &res[i];
-        printf("%s{\"d\": ", i ? ", " : "");
-        json_cstring(stdout, r->d);
-        printf(", \"s\": ");
-        json_cstring(stdout, r->s);
-        printf(", \"i\": ");
-        json_cstring(stdout, r->i);
-        printf(", \"a\": ");
-        json_cstring(stdout, r->a);
-        printf(", \"result\": \"%s\", \"reason\": \"%s\", \"explanation\": ",
-               dkd_result_name(r->result), dkd_reason_code(r->reason));
-        json_cstring(stdout, dkd_reason_explanation(r->reason));
-        printf(", \"detail\": ");
-        json_cstring(stdout, r->detail);
-        printf(", \"fix\": ");
-        json_cstring(stdout, r->result == DKD_RESULT_PASS ? "" : dkd_reason_fix(r->reason));
-        printf(", \"key_bits\": %u, \"key_testing\": %s, \"key_stale\": %s, \"dnssec\": \"%s\"",
-               r->key_bits, r->key_testing ? "true" : "false", r->key_stale ? "true" : "false",
-               r->dnssec_secure ? "secure" : "insecure");
-        if (r->has_l) {
-            printf(", \"body_signed\": %" PRIu64 ", \"body_total\": %" PRIu64, r->body_signed,
-                   r->body_total);
-        }
+        printf("%s{", i ? ", " : "");
+        json_sig_fields(stdout, r);
         printf("}");
     }
     printf("], \"authentication_results\": ");
