@@ -561,7 +561,9 @@ static void test_timeout(void **state)
     dkd_key_unref(slow.key);
     printf("# timeout after %lld ms (limit 600); other lookup answered in %lld ms\n",
            (long long)took, (long long)fast);
-    assert_true(took >= 590 && took < 1500);
+    /* The lower bound is the behaviour (never before the limit); the upper one only
+     * catches a timeout that never fires, loose enough for a loaded sanitizer run. */
+    assert_true(took >= 590 && took < 15000);
     struct dkd_resolver_stats st;
     dkd_resolver_stats(r, &st);
     assert_int_equal(st.err_timeout, 1);
