@@ -978,9 +978,8 @@ int main(int argc, char **argv)
             break;
         }
         if (si.ssi_signo == SIGHUP) {
-            if (log_open(log_path) != 0) {
-                logf_(DKD__LOG_ERR, "cannot reopen log %s", log_path);
-            }
+            /* Reload first, reopen the log last: whoever watches for the new log file
+             * (logrotate's postrotate, a test) then knows the reload is complete. */
             if (config_text != NULL) {
                 char *t = slurp(config_path);
                 if (t != NULL && apply_text(&s, t, config_path, "log-level")) {
@@ -988,7 +987,11 @@ int main(int argc, char **argv)
                 }
                 free(t);
             }
-            if (s.zone != NULL && zone_reload(&zh)) {
+            bool reloaded = s.zone != NULL && zone_reload(&zh);
+            if (log_open(log_path) != 0) {
+                logf_(DKD__LOG_ERR, "cannot reopen log %s", log_path);
+            }
+            if (reloaded) {
                 logf_(DKD__LOG_INFO, "SIGHUP: zone %s reloaded", s.zone);
             } else {
                 logf_(DKD__LOG_INFO, "SIGHUP: log reopened");
