@@ -354,3 +354,17 @@ void json_sig_fields(FILE *out, const dkd_sig_result *r)
                 r->body_total);
     }
 }
+
+bool dkimctl_check_names(const char *cmd, const char *domain, const char *selector)
+{
+    if (domain == NULL || selector == NULL) {
+        fprintf(stderr, "dkimctl %s: --domain and --selector are required\n", cmd);
+        return false;
+    }
+    if (!dkimctl_name_valid(domain) || !dkimctl_name_valid(selector)) {
+        fprintf(stderr, "dkimctl %s: '%s' is not a valid name\n", cmd,
+                dkimctl_name_valid(domain) ? selector : domain);
+        return false;
+    }
+    return true;
+}

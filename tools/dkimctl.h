@@ -39,6 +39,10 @@ bool dkimctl_parse_uint(const char *s, unsigned long long max, unsigned long lon
  * letters, digits, '-' and '_', separated by single dots, at most 253 bytes. */
 bool dkimctl_name_valid(const char *s);
 
+/* dkimctl_check_names checks the --domain and --selector every key subcommand takes:
+ * both given and both valid names. false after printing why, prefixed with cmd. */
+bool dkimctl_check_names(const char *cmd, const char *domain, const char *selector);
+
 /*
  * Key source flags shared by the subcommands that look keys up (check-record, explain;
  * verify parses the same flags): --zone FILE, --resolver ADDR[@PORT] (repeatable),

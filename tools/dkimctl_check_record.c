@@ -213,13 +213,7 @@ int dkimctl_check_record(int argc, char **argv)
         fprintf(stderr, "dkimctl check-record: unexpected argument '%s'\n", argv[optind]);
         return CR_USAGE;
     }
-    if (domain == NULL || selector == NULL) {
-        fprintf(stderr, "dkimctl check-record: --domain and --selector are required\n");
-        return CR_USAGE;
-    }
-    if (!dkimctl_name_valid(domain) || !dkimctl_name_valid(selector)) {
-        fprintf(stderr, "dkimctl check-record: '%s' is not a valid name\n",
-                dkimctl_name_valid(domain) ? selector : domain);
+    if (!dkimctl_check_names("check-record", domain, selector)) {
         return CR_USAGE;
     }
     char err[512];

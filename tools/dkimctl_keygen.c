@@ -125,13 +125,7 @@ int dkimctl_keygen(int argc, char **argv)
         fprintf(stderr, "dkimctl keygen: unexpected argument '%s'\n", argv[optind]);
         return DKIMCTL_USAGE;
     }
-    if (domain == NULL || selector == NULL) {
-        fprintf(stderr, "dkimctl keygen: --domain and --selector are required\n");
-        return DKIMCTL_USAGE;
-    }
-    if (!dkimctl_name_valid(domain) || !dkimctl_name_valid(selector)) {
-        fprintf(stderr, "dkimctl keygen: '%s' is not a valid name\n",
-                dkimctl_name_valid(domain) ? selector : domain);
+    if (!dkimctl_check_names("keygen", domain, selector)) {
         return DKIMCTL_USAGE;
     }
     if (type == DKD_KEY_RSA && (bits < 1024 || bits > 8192)) {
