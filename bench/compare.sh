@@ -59,7 +59,7 @@ printf 'ed25519_verify_s=%s sha256_16k_bytes_s=%s\n' "$ed25519" "$sha256"
 
 # ---- 4 (build). OpenDKIM harness ----
 odk=$tmp/opendkim-bench
-if ! cc -O2 -std=gnu17 "$here/opendkim-bench.c" $(pkg-config --cflags --libs opendkim) \
+if ! cc -O2 -std=gnu17 "$here/opendkim-bench.c" "$here/corpus.c" $(pkg-config --cflags --libs opendkim) \
         -o "$odk" 2>"$tmp/opendkim-bench.log"; then
     echo "compare.sh: cannot build opendkim-bench (apt-get install libopendkim-dev)" >&2
     odk=

@@ -23,6 +23,8 @@
  *
  * Workload: a few hundred messages of 2 KB to 250 KB; the passes are CPU-bound.
  */
+#include "corpus.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
@@ -37,16 +39,10 @@
 #include <dkimd/resolver.h>
 #endif
 
-typedef struct message {
-    char *name;
-    uint8_t *data;
-    size_t len;
-} message;
-
 typedef struct bench {
     dkd_engine *eng;
     dkd_keysrc src;
-    message *msgs;
+    bench_message *msgs;
     size_t nmsgs;
     unsigned nthreads;
     pthread_barrier_t start, done;
@@ -55,111 +51,9 @@ typedef struct bench {
     atomic_int errors;
 } bench;
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-/* CPU seconds of the whole process: on a shared machine, time spent descheduled shows
- * in the wall time of a pass but not here. */
-static double cpu_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static void *xmalloc(size_t n)
-{
-    void *p = malloc(n);
-    if (p == NULL) {
-        fprintf(stderr, "corpus-bench: out of memory\n");
-        exit(2);
-    }
-    return p;
-}
-
-static bool read_file(const char *path, uint8_t **out, size_t *out_len)
-{
-    FILE *f = fopen(path, "rb");
-    if (f == NULL) {
-        return false;
-    }
-    size_t cap = 1 << 16, len = 0;
-    uint8_t *buf = xmalloc(cap);
-    for (;;) {
-        size_t n = fread(buf + len, 1, cap - len, f);
-        len += n;
-        if (len < cap) {
-            break;
-        }
-        cap *= 2;
-        uint8_t *nb = realloc(buf, cap);
-        if (nb == NULL) {
-            free(buf);
-            fclose(f);
-            return false;
-        }
-        buf = nb;
-    }
-    bool ok = !ferror(f);
-    fclose(f);
-    *out = buf;
-    *out_len = len;
-    return ok;
-}
-
-static int cmp_msg(const void *a, const void *b)
-{
-    return strcmp(((const message *)a)->name, ((const message *)b)->name);
-}
-
-static size_t load_dir(const char *dir, message **out)
-{
-    DIR *d = opendir(dir);
-    if (d == NULL) {
-        fprintf(stderr, "corpus-bench: %s: %s\n", dir, strerror(errno));
-        exit(2);
-    }
-    size_t n = 0, cap = 64;
-    message *msgs = xmalloc(cap * sizeof *msgs);
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        size_t nl = strlen(e->d_name);
-        if (nl < 5 || strcmp(e->d_name + nl - 4, ".eml") != 0) {
-            continue;
-        }
-        if (n == cap) {
-            cap *= 2;
-            message *nm = realloc(msgs, cap * sizeof *msgs);
-            if (nm == NULL) {
-                fprintf(stderr, "corpus-bench: out of memory\n");
-                exit(2);
-            }
-            msgs = nm;
-        }
-        size_t plen = strlen(dir) + nl + 2;
-        char *path = xmalloc(plen);
-        snprintf(path, plen, "%s/%s", dir, e->d_name);
-        if (!read_file(path, &msgs[n].data, &msgs[n].len)) {
-            fprintf(stderr, "corpus-bench: %s: %s\n", path, strerror(errno));
-            exit(2);
-        }
-        free(path);
-        msgs[n].name = strdup(e->d_name);
-        n++;
-    }
-    closedir(d);
-    qsort(msgs, n, sizeof *msgs, cmp_msg);
-    *out = msgs;
-    return n;
-}
-
 /* verify_one runs one message through the engine; false on an engine error (not a
  * verdict: fail and permerror are results). */
-static bool verify_one(dkd_msg *m, const dkd_keysrc *src, const message *msg)
+static bool verify_one(dkd_msg *m, const dkd_keysrc *src, const bench_message *msg)
 {
     dkd_msg_reset(m);
     return dkd_verify_message(m, src, msg->data, msg->len) == 0;
@@ -193,19 +87,13 @@ static void *worker(void *arg)
     return NULL;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 /* find_zone looks for keys.zone in dir, dir/.., dir/../.. */
 static char *find_zone(const char *dir)
 {
     static const char *const rel[] = {"/keys.zone", "/../keys.zone", "/../../keys.zone"};
     for (size_t i = 0; i < sizeof rel / sizeof rel[0]; i++) {
         size_t n = strlen(dir) + strlen(rel[i]) + 1;
-        char *p = xmalloc(n);
+        char *p = bench_xmalloc(n);
         snprintf(p, n, "%s%s", dir, rel[i]);
         FILE *f = fopen(p, "r");
         if (f != NULL) {
@@ -299,7 +187,7 @@ int main(int argc, char **argv)
         b.src = dkd_zone_keysrc(zone);
     }
 
-    b.nmsgs = load_dir(dir, &b.msgs);
+    b.nmsgs = bench_load_dir("corpus-bench", dir, &b.msgs);
     if (b.nmsgs == 0) {
         fprintf(stderr, "corpus-bench: no *.eml in %s\n", dir);
         return 2;
@@ -339,7 +227,7 @@ int main(int argc, char **argv)
 
     pthread_barrier_init(&b.start, NULL, threads + 1);
     pthread_barrier_init(&b.done, NULL, threads + 1);
-    pthread_t *tids = xmalloc(threads * sizeof *tids);
+    pthread_t *tids = bench_xmalloc(threads * sizeof *tids);
     for (unsigned t = 0; t < threads; t++) {
         if (pthread_create(&tids[t], NULL, worker, &b) != 0) {
             fprintf(stderr, "corpus-bench: cannot start thread\n");
@@ -348,14 +236,14 @@ int main(int argc, char **argv)
     }
 
     size_t cap = 64, passes = 0;
-    double *times = xmalloc(cap * sizeof *times), total = 0;
-    double *cpus = xmalloc(cap * sizeof *cpus);
+    double *times = bench_xmalloc(cap * sizeof *times), total = 0;
+    double *cpus = bench_xmalloc(cap * sizeof *cpus);
     while (passes < min_passes || total < min_time) {
         atomic_store(&b.next, 0);
-        double t0 = now_s(), c0 = cpu_s();
+        double t0 = bench_now_s(), c0 = bench_cpu_s();
         pthread_barrier_wait(&b.start);
         pthread_barrier_wait(&b.done);
-        double dt = now_s() - t0, dc = cpu_s() - c0;
+        double dt = bench_now_s() - t0, dc = bench_cpu_s() - c0;
         if (passes == cap) {
             cap *= 2;
             double *nt = realloc(times, cap * sizeof *times);
@@ -380,8 +268,8 @@ int main(int argc, char **argv)
         pthread_join(tids[t], NULL);
     }
 
-    qsort(times, passes, sizeof *times, cmp_double);
-    qsort(cpus, passes, sizeof *cpus, cmp_double);
+    qsort(times, passes, sizeof *times, bench_cmp_double);
+    qsort(cpus, passes, sizeof *cpus, bench_cmp_double);
     double median =
         passes % 2 ? times[passes / 2] : (times[passes / 2 - 1] + times[passes / 2]) / 2;
     double cpu_median =

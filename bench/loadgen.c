@@ -24,6 +24,8 @@
  * Workload: one thread, poll() over C non-blocking clients; it uses much less CPU per
  * message than the daemon, but it shares the machine: see PERFORMANCE.md.
  */
+#include "corpus.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <math.h>
@@ -34,11 +36,6 @@
 #include <time.h>
 
 #include <dkimd/client.h>
-
-typedef struct message {
-    uint8_t *data;
-    size_t len;
-} message;
 
 typedef struct conn {
     dkd_client *c;
@@ -52,7 +49,7 @@ typedef struct request {
 } request;
 
 typedef struct lg {
-    message *msgs;
+    bench_message *msgs;
     size_t nmsgs, next_msg;
     conn *conns;
     unsigned nconns, depth;
@@ -63,69 +60,13 @@ typedef struct lg {
     bool closed_loop;
 } lg;
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static void *xmalloc(size_t n)
-{
-    void *p = malloc(n);
-    if (p == NULL) {
-        fprintf(stderr, "loadgen: out of memory\n");
-        exit(2);
-    }
-    return p;
-}
-
-static size_t load_dir(const char *dir, message **out)
-{
-    DIR *d = opendir(dir);
-    if (d == NULL) {
-        fprintf(stderr, "loadgen: %s: %s\n", dir, strerror(errno));
-        exit(2);
-    }
-    size_t n = 0;
-    message *msgs = NULL;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        size_t nl = strlen(e->d_name);
-        if (nl < 5 || strcmp(e->d_name + nl - 4, ".eml") != 0) {
-            continue;
-        }
-        char path[4096];
-        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        FILE *f = fopen(path, "rb");
-        if (f == NULL || fseek(f, 0, SEEK_END) != 0) {
-            fprintf(stderr, "loadgen: %s: %s\n", path, strerror(errno));
-            exit(2);
-        }
-        long sz = ftell(f);
-        rewind(f);
-        message *nm = realloc(msgs, (n + 1) * sizeof *msgs);
-        if (nm == NULL || sz < 0) {
-            exit(2);
-        }
-        msgs = nm;
-        msgs[n].data = xmalloc((size_t)sz + 1);
-        msgs[n].len = fread(msgs[n].data, 1, (size_t)sz, f);
-        fclose(f);
-        n++;
-    }
-    closedir(d);
-    *out = msgs;
-    return n;
-}
-
 static lg *the_lg; /* completions find the run through this; one run per process */
 
 static void on_done(void *user, int status, dkd_client_result *r)
 {
     request *rq = user;
     lg *g = the_lg;
-    double t = now_s();
+    double t = bench_now_s();
     rq->cn->inflight--;
     if (rq->measured) {
         if (status != 0) {
@@ -158,8 +99,8 @@ static void on_done(void *user, int status, dkd_client_result *r)
 /* submit sends the next message on cn; false when the client refuses it now. */
 static bool submit(lg *g, conn *cn, double t0)
 {
-    const message *m = &g->msgs[g->next_msg];
-    request *rq = xmalloc(sizeof *rq);
+    const bench_message *m = &g->msgs[g->next_msg];
+    request *rq = bench_xmalloc(sizeof *rq);
     *rq = (request){t0, cn, t0 >= g->measure_from && t0 < g->measure_to};
     int rc;
     if (m->len <= dkd_client_max_whole(cn->c, NULL)) {
@@ -188,12 +129,6 @@ static bool submit(lg *g, conn *cn, double t0)
     cn->inflight++;
     g->next_msg = (g->next_msg + 1) % g->nmsgs;
     return true;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
 }
 
 static double pct(const double *v, size_t n, double p)
@@ -266,7 +201,7 @@ int main(int argc, char **argv)
 
     lg g = {0};
     the_lg = &g;
-    g.nmsgs = load_dir(dir, &g.msgs);
+    g.nmsgs = bench_load_dir("loadgen", dir, &g.msgs);
     if (g.nmsgs == 0) {
         fprintf(stderr, "loadgen: no *.eml in %s\n", dir);
         return 2;
@@ -289,7 +224,7 @@ int main(int argc, char **argv)
         return 2;
     }
 
-    double start = now_s();
+    double start = bench_now_s();
     g.measure_from = start + warmup;
     g.measure_to = g.measure_from + duration;
     uint64_t cpu0 = 0, served0 = 0, rss = 0, cpu1 = 0, served1 = 0;
@@ -297,7 +232,7 @@ int main(int argc, char **argv)
     uint64_t k = 0; /* open loop: index of the next due request */
     unsigned rr = 0;
     for (;;) {
-        double t = now_s();
+        double t = bench_now_s();
         if (!stats_taken && t >= g.measure_from) {
             stats_ok = daemon_stats(statc, &cpu0, &served0, &rss);
             stats_taken = true;
@@ -306,7 +241,7 @@ int main(int argc, char **argv)
         double wait_s = 0.1;
         if (sending && g.closed_loop) {
             for (unsigned i = 0; i < nconns; i++) {
-                while (g.conns[i].inflight < depth && submit(&g, &g.conns[i], now_s())) {
+                while (g.conns[i].inflight < depth && submit(&g, &g.conns[i], bench_now_s())) {
                 }
             }
         } else if (sending) {
@@ -370,7 +305,7 @@ int main(int argc, char **argv)
      * sent; they are reported, as a daemon that cannot keep up with the rate. */
     uint64_t due_total = g.closed_loop ? 0 : (uint64_t)ceil((g.measure_to - start) * rate);
     uint64_t unsent = due_total > k ? due_total - k : 0;
-    qsort(g.lat, g.nlat, sizeof *g.lat, cmp_double);
+    qsort(g.lat, g.nlat, sizeof *g.lat, bench_cmp_double);
     double served = (double)(served1 - served0);
     printf("{\"connections\": %u, \"depth\": %u, \"mode\": \"%s\", \"offered_rate\": %.1f, "
            "\"duration_s\": %.3f, \"messages\": %llu, \"msgs_per_s\": %.1f, "
@@ -392,10 +327,7 @@ int main(int argc, char **argv)
     }
     dkd_client_close(statc);
     /* Freed so a sanitizer build of loadgen reports only real leaks. */
-    for (size_t i = 0; i < g.nmsgs; i++) {
-        free(g.msgs[i].data);
-    }
-    free(g.msgs);
+    bench_free_messages(g.msgs, g.nmsgs);
     free(g.lat);
     free(g.conns);
     free(pfd);

@@ -16,9 +16,11 @@
  * normally does; no DNS and no file I/O in the timed passes.
  *
  * Not built by default (it needs libopendkim-dev); bench/compare.sh builds it with
- *   cc -O2 bench/opendkim-bench.c $(pkg-config --cflags --libs opendkim) -o ...
+ *   cc -O2 bench/opendkim-bench.c bench/corpus.c $(pkg-config --cflags --libs opendkim) -o ...
  * Single-threaded, like OpenDKIM's per-message work in its milter threads.
  */
+#include "corpus.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <stdbool.h>
@@ -30,12 +32,6 @@
 
 #include <opendkim/dkim.h>
 
-typedef struct message {
-    char *name;
-    unsigned char *data;
-    size_t len;
-} message;
-
 typedef struct record {
     char *name; /* lowercased, no trailing dot */
     char *txt;  /* the strings concatenated */
@@ -43,32 +39,6 @@ typedef struct record {
 
 static record *records;
 static size_t nrecords;
-
-static void *xmalloc(size_t n)
-{
-    void *p = malloc(n);
-    if (p == NULL) {
-        fprintf(stderr, "opendkim-bench: out of memory\n");
-        exit(2);
-    }
-    return p;
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-/* CPU seconds of the whole process: on a shared machine, time spent descheduled shows
- * in the wall time of a pass but not here. */
-static double cpu_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 /* load_zone reads the one-record-per-line TXT zones gen-corpus writes:
  * NAME. TTL IN TXT "part" "part" ... Other lines are skipped. */
@@ -96,7 +66,7 @@ static void load_zone(const char *path)
         for (char *p = name; *p; p++) {
             *p = (char)(*p >= 'A' && *p <= 'Z' ? *p + 32 : *p);
         }
-        char *txt = xmalloc(strlen(line) + 1);
+        char *txt = bench_xmalloc(strlen(line) + 1);
         size_t tl = 0;
         bool in = false;
         for (const char *p = strstr(line, " TXT ") + 5; *p; p++) {
@@ -139,55 +109,9 @@ static DKIM_CBSTAT key_lookup(DKIM *dkim, DKIM_SIGINFO *sig, u_char *buf, size_t
     return DKIM_STAT_NOKEY;
 }
 
-static int cmp_msg(const void *a, const void *b)
-{
-    return strcmp(((const message *)a)->name, ((const message *)b)->name);
-}
-
-static size_t load_dir(const char *dir, message **out)
-{
-    DIR *d = opendir(dir);
-    if (d == NULL) {
-        fprintf(stderr, "opendkim-bench: %s: %s\n", dir, strerror(errno));
-        exit(2);
-    }
-    size_t n = 0;
-    message *msgs = NULL;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        size_t nl = strlen(e->d_name);
-        if (nl < 5 || strcmp(e->d_name + nl - 4, ".eml") != 0) {
-            continue;
-        }
-        message *nm = realloc(msgs, (n + 1) * sizeof *msgs);
-        if (nm == NULL) {
-            exit(2);
-        }
-        msgs = nm;
-        char path[4096];
-        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        FILE *f = fopen(path, "rb");
-        if (f == NULL || fseek(f, 0, SEEK_END) != 0) {
-            fprintf(stderr, "opendkim-bench: %s: %s\n", path, strerror(errno));
-            exit(2);
-        }
-        long sz = ftell(f);
-        rewind(f);
-        msgs[n].data = xmalloc((size_t)sz + 1);
-        msgs[n].len = fread(msgs[n].data, 1, (size_t)sz, f);
-        fclose(f);
-        msgs[n].name = strdup(e->d_name);
-        n++;
-    }
-    closedir(d);
-    qsort(msgs, n, sizeof *msgs, cmp_msg);
-    *out = msgs;
-    return n;
-}
-
 /* verify_one runs one message through libopendkim; with print, writes its verdicts.
  * Returns the number of signatures seen. */
-static int verify_one(DKIM_LIB *lib, const message *m, bool print)
+static int verify_one(DKIM_LIB *lib, const bench_message *m, bool print)
 {
     DKIM_STAT st;
     DKIM *dkim = dkim_verify(lib, (const unsigned char *)m->name, NULL, &st);
@@ -227,12 +151,6 @@ static int verify_one(DKIM_LIB *lib, const message *m, bool print)
     }
     dkim_free(dkim);
     return nsigs;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
 }
 
 int main(int argc, char **argv)
@@ -285,8 +203,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "opendkim-bench: dkim_init failed\n");
         return 2;
     }
-    message *msgs;
-    size_t n = load_dir(dir, &msgs), bytes = 0, nsigs = 0;
+    bench_message *msgs;
+    size_t n = bench_load_dir("opendkim-bench", dir, &msgs), bytes = 0, nsigs = 0;
     if (n == 0) {
         fprintf(stderr, "opendkim-bench: no *.eml in %s\n", dir);
         return 2;
@@ -298,14 +216,14 @@ int main(int argc, char **argv)
     fflush(stdout);
 
     size_t cap = 64, passes = 0;
-    double *times = xmalloc(cap * sizeof *times), total = 0;
-    double *cpus = xmalloc(cap * sizeof *cpus);
+    double *times = bench_xmalloc(cap * sizeof *times), total = 0;
+    double *cpus = bench_xmalloc(cap * sizeof *cpus);
     while (passes < min_passes || total < min_time) {
-        double t0 = now_s(), c0 = cpu_s();
+        double t0 = bench_now_s(), c0 = bench_cpu_s();
         for (size_t i = 0; i < n; i++) {
             verify_one(lib, &msgs[i], false);
         }
-        double dt = now_s() - t0, dc = cpu_s() - c0;
+        double dt = bench_now_s() - t0, dc = bench_cpu_s() - c0;
         if (passes == cap) {
             cap *= 2;
             double *nt = realloc(times, cap * sizeof *times);
@@ -323,8 +241,8 @@ int main(int argc, char **argv)
         times[passes++] = dt;
         total += dt;
     }
-    qsort(times, passes, sizeof *times, cmp_double);
-    qsort(cpus, passes, sizeof *cpus, cmp_double);
+    qsort(times, passes, sizeof *times, bench_cmp_double);
+    qsort(cpus, passes, sizeof *cpus, bench_cmp_double);
     double median =
         passes % 2 ? times[passes / 2] : (times[passes / 2 - 1] + times[passes / 2]) / 2;
     double cpu_median =
