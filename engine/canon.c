@@ -353,10 +353,23 @@ void dkd__canon_header(enum dkd_canon canon, dkd_span raw, size_t skip_off, size
 
 /* ---- body ---- */
 
+/* body_sink passes n > 0 canonical bytes on: into our SHA-256 when the body hashes
+ * itself (fused), else to the sink. */
+static void body_sink(dkd_body_canon *bc, const uint8_t *p, size_t n)
+{
+#ifdef DKD_SHA256_SHANI
+    if (bc->sha != NULL) {
+        dkd__sha256_update(bc->sha, p, n);
+        return;
+    }
+#endif
+    bc->sink(bc->sink_arg, p, n);
+}
+
 static void body_flush(dkd_body_canon *bc)
 {
     if (bc->buf_len > 0) {
-        bc->sink(bc->sink_arg, bc->buf, bc->buf_len);
+        body_sink(bc, bc->buf, bc->buf_len);
         bc->buf_len = 0;
     }
 }
@@ -451,7 +464,17 @@ void dkd__body_init(dkd_body_canon *bc, enum dkd_canon canon, uint64_t limit,
     bc->emitted = 0;
     bc->sink = sink;
     bc->sink_arg = sink_arg;
+    bc->sha = NULL;
     bc->buf_len = 0;
+}
+
+bool dkd__body_set_sha256(dkd_body_canon *bc, dkd_sha256 *sha)
+{
+    if (!dkd__sha256_available()) {
+        return false;
+    }
+    bc->sha = sha;
+    return true;
 }
 
 void dkd__body_update_scalar(dkd_body_canon *bc, const uint8_t *p, size_t n)
@@ -520,7 +543,7 @@ static void body_verbatim(dkd_body_canon *bc, const uint8_t *p, size_t n)
     size_t take = body_count(bc, n);
     if (take >= DIRECT_MIN) {
         body_flush(bc);
-        bc->sink(bc->sink_arg, p, take);
+        body_sink(bc, p, take);
     } else {
         body_batch(bc, p, take);
     }
@@ -540,25 +563,42 @@ static size_t blank_tail(const uint8_t *p, size_t i, size_t e)
 typedef size_t (*scan_fn)(const uint8_t *p, size_t i, size_t n);
 typedef size_t (*blocks_fn)(const uint8_t *p, size_t i, size_t n, bool *line_has_data, uint8_t *out,
                             size_t *out_len, size_t out_cap);
+/* The rewriter fused with our SHA-256 (dkd__canon_relaxed_blocks_*_sha). */
+typedef size_t (*fused_fn)(const uint8_t *p, size_t i, size_t n, bool *line_has_data, uint8_t *out,
+                           size_t *out_len, size_t out_cap, dkd_sha256 *sha);
+
+/* The rewriters an implementation has: none, plain, or plain and fused with SHA-256. */
+typedef struct rewriters {
+    blocks_fn plain;
+    fused_fn fused;
+} rewriters;
 
 /* body_blocks hands the bytes from i on to a block rewriter (dkd__canon_relaxed_blocks_*)
  * that writes into the batch, and returns where it stopped (i when it could not start).
  * It bypasses body_count, so it runs only while l= is out of reach of what it can write
- * (2 bytes per input byte at most). */
-static size_t body_blocks(dkd_body_canon *bc, const uint8_t *p, size_t i, size_t n,
-                          blocks_fn blocks)
+ * (2 bytes per input byte at most). When the body hashes itself, the fused rewriter
+ * takes the batch (emptied into the hash first) as scratch and hashes all it writes. */
+static size_t body_blocks(dkd_body_canon *bc, const uint8_t *p, size_t i, size_t n, rewriters rw)
 {
     if (n - i < 65 || bc->emitted > bc->limit || bc->limit - bc->emitted < 2 * (uint64_t)(n - i) ||
         p[i - 1] == '\r' || dkd__is_wsp(p[i - 1])) {
         return i;
     }
-    if (sizeof bc->buf - bc->buf_len < 400) {
-        body_flush(bc);
-    }
-    size_t before = bc->buf_len;
     bool data = bc->line_has_data;
-    size_t e = blocks(p, i, n, &data, bc->buf, &bc->buf_len, sizeof bc->buf);
-    bc->emitted += bc->buf_len - before;
+    size_t e;
+    if (bc->sha != NULL && rw.fused != NULL) {
+        body_flush(bc);
+        size_t written = 0;
+        e = rw.fused(p, i, n, &data, bc->buf, &written, sizeof bc->buf, bc->sha);
+        bc->emitted += written;
+    } else {
+        if (sizeof bc->buf - bc->buf_len < 400) {
+            body_flush(bc);
+        }
+        size_t before = bc->buf_len;
+        e = rw.plain(p, i, n, &data, bc->buf, &bc->buf_len, sizeof bc->buf);
+        bc->emitted += bc->buf_len - before;
+    }
     bc->line_has_data = data;
     return e;
 }
@@ -576,7 +616,7 @@ static size_t body_blocks(dkd_body_canon *bc, const uint8_t *p, size_t i, size_t
  * chunk) goes to the scalar reference byte by byte until the state is clean again.
  */
 static void body_update_fast(dkd_body_canon *bc, const uint8_t *p, size_t n, scan_fn scan,
-                             blocks_fn blocks)
+                             rewriters rw)
 {
     bool relaxed = bc->canon == DKD_CANON_RELAXED;
     size_t i = 0;
@@ -599,7 +639,7 @@ static void body_update_fast(dkd_body_canon *bc, const uint8_t *p, size_t n, sca
             uint8_t c = p[k];
             /* p[k - 1] is LF when k starts a line; k >= 1 and p[k - 1] is in the chunk */
             bool line_has_data = p[k - 1] != '\n';
-            if (blocks != NULL && c != '\r') {
+            if (rw.plain != NULL && c != '\r') {
                 /* Blank lines ending the run go to the rewriter too: it writes them
                  * only if content follows. */
                 size_t cut = blank_tail(p, vs, k);
@@ -607,7 +647,7 @@ static void body_update_fast(dkd_body_canon *bc, const uint8_t *p, size_t n, sca
                     body_verbatim(bc, p + vs, cut - vs);
                     vs = cut;
                 }
-                size_t e = body_blocks(bc, p, cut, n, blocks);
+                size_t e = body_blocks(bc, p, cut, n, rw);
                 if (e > cut) {
                     vs = i = e;
                     if (n - i < FAST_MIN) {
@@ -760,18 +800,23 @@ void dkd__body_update(dkd_body_canon *bc, const uint8_t *p, size_t n)
     switch (bc->impl) {
 #ifdef DKD_CANON_HAVE_X86
     case DKD_CANON_IMPL_SSE2:
-        body_update_fast(
-            bc, p, n, relaxed ? dkd__canon_scan_relaxed_sse2 : dkd__canon_scan_simple_sse2, NULL);
+        body_update_fast(bc, p, n,
+                         relaxed ? dkd__canon_scan_relaxed_sse2 : dkd__canon_scan_simple_sse2,
+                         (rewriters){NULL, NULL});
         return;
     case DKD_CANON_IMPL_AVX2:
         body_update_fast(bc, p, n,
                          relaxed ? dkd__canon_scan_relaxed_avx2 : dkd__canon_scan_simple_avx2,
-                         relaxed ? dkd__canon_relaxed_blocks_avx2 : NULL);
+                         relaxed ? (rewriters){dkd__canon_relaxed_blocks_avx2,
+                                               dkd__canon_relaxed_blocks_avx2_sha}
+                                 : (rewriters){NULL, NULL});
         return;
     case DKD_CANON_IMPL_AVX512:
         body_update_fast(bc, p, n,
                          relaxed ? dkd__canon_scan_relaxed_avx2 : dkd__canon_scan_simple_avx2,
-                         relaxed ? dkd__canon_relaxed_blocks_avx512 : NULL);
+                         relaxed ? (rewriters){dkd__canon_relaxed_blocks_avx512,
+                                               dkd__canon_relaxed_blocks_avx512_sha}
+                                 : (rewriters){NULL, NULL});
         return;
 #endif
     default:

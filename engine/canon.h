@@ -18,6 +18,7 @@
 
 #include <openssl/evp.h>
 
+#include "sha256.h"
 #include "sig.h"
 #include "span.h"
 
@@ -59,6 +60,7 @@ typedef struct dkd_body_canon {
     uint64_t emitted;         /* canonical bytes produced (counted past the limit too) */
     dkd_canon_sink_fn sink;
     void *sink_arg;
+    dkd_sha256 *sha; /* fused: canonical bytes go into this SHA-256, not to sink; or NULL */
     size_t buf_len;
     uint8_t buf[4096];
 } dkd_body_canon;
@@ -72,6 +74,12 @@ void dkd__body_init(dkd_body_canon *bc, enum dkd_canon canon, uint64_t limit,
 /* dkd__body_set_impl forces one implementation (tests, benchmarks) right after init;
  * false, and bc unchanged, when this CPU or build cannot run it. */
 bool dkd__body_set_impl(dkd_body_canon *bc, enum dkd_canon_impl impl);
+/* dkd__body_set_sha256 makes the body hash itself (right after init): the canonical
+ * bytes go into sha (initialised by the caller, who finalises it after dkd__body_final)
+ * instead of to the sink, and the relaxed block rewriter compresses its output as it
+ * writes it (canon_simd.c). False, and bc unchanged, without SHA-NI
+ * (dkd__sha256_available); sha is borrowed until dkd__body_final returns. */
+bool dkd__body_set_sha256(dkd_body_canon *bc, dkd_sha256 *sha);
 /* dkd__canon_impl_best is what AUTO resolves to here; dkd__canon_impl_name names one. */
 enum dkd_canon_impl dkd__canon_impl_best(void);
 const char *dkd__canon_impl_name(enum dkd_canon_impl impl);

@@ -23,6 +23,7 @@
  * architectures run the scalar reference.
  */
 #include <stdbool.h>
+#include <string.h>
 
 #include "canon_simd.h"
 
@@ -312,13 +313,17 @@ static inline block_plan plan_block(uint64_t w, uint64_t tab, uint64_t crm, uint
 }
 
 /* The loop both rewriters share; LOAD_MASKS(e) sets w, tab, crm, lfm and the SP-for-WSP
- * block, COMPACT(keep, dst) writes the kept bytes of it and yields their count. */
-#define BLOCKS_LOOP(LOAD_MASKS, COMPACT)                                                           \
+ * block, COMPACT(keep, dst) writes the kept bytes of it and yields their count. The
+ * fused versions hash as they go: HASH_BEGIN before the loop, HASH_STEP at the top of
+ * each iteration, HASH_END after it (empty for the plain ones; see HASH_STEP_SHA). */
+#define BLOCKS_LOOP(LOAD_MASKS, COMPACT, HASH_BEGIN, HASH_STEP, HASH_END)                          \
     bool data = *line_has_data;                                                                    \
     size_t o = *out_len;                                                                           \
     size_t e = i;                                                                                  \
     size_t clean = 0; /* bytes of unchanged whole blocks just written */                           \
+    HASH_BEGIN;                                                                                    \
     while (n - e >= 65 && out_cap - o >= 400) {                                                    \
+        HASH_STEP;                                                                                 \
         uint64_t w, tab, crm, lfm;                                                                 \
         LOAD_MASKS(e);                                                                             \
         uint64_t nlf = lfm >> 1 | (uint64_t)(p[e + 64] == '\n') << 63;                             \
@@ -362,9 +367,56 @@ static inline block_plan plan_block(uint64_t w, uint64_t tab, uint64_t crm, uint
             break;                                                                                 \
         }                                                                                          \
     }                                                                                              \
+    HASH_END;                                                                                      \
     *line_has_data = data;                                                                         \
     *out_len = o;                                                                                  \
     return e
+
+#define NO_HASH ((void)0)
+
+/*
+ * Fused with SHA-256 (dkd__canon_relaxed_blocks_*_sha): the context's unfinished block
+ * goes to the front of out, so output and hash input are one run, [h, o) not yet
+ * hashed. At the top of each iteration up to two whole blocks of it are compressed,
+ * enough to keep up with the at most 128 bytes an input block writes. Only bytes
+ * written in an earlier iteration are hashed: the compact stores just made would stall
+ * the SHA loads on store forwarding, and an iteration apart the rounds of one block run
+ * beside the rewrite of the next (SHA256RNDS2 is a latency chain that leaves the ports
+ * the rewrite uses idle). The last `clean` bytes may still be taken back (4 unchanged
+ * blocks in a row go back to the scanner), so they wait too. The state stays in two
+ * registers for the whole loop.
+ */
+#define HASH_BEGIN_SHA                                                                             \
+    size_t o0 = sha->len;                                                                          \
+    memcpy(out, sha->blk, o0);                                                                     \
+    o = o0;                                                                                        \
+    size_t h = 0;                                                                                  \
+    __m128i abef, cdgh;                                                                            \
+    dkd__sha256_load(sha->h, &abef, &cdgh)
+
+#define HASH_STEP_SHA                                                                              \
+    {                                                                                              \
+        size_t ready = o - clean;                                                                  \
+        if (ready - h >= 64) {                                                                     \
+            dkd__sha256_block(&abef, &cdgh, out + h);                                              \
+            h += 64;                                                                               \
+            if (ready - h >= 64) {                                                                 \
+                dkd__sha256_block(&abef, &cdgh, out + h);                                          \
+                h += 64;                                                                           \
+            }                                                                                      \
+        }                                                                                          \
+    }
+
+#define HASH_END_SHA                                                                               \
+    while (o - h >= 64) {                                                                          \
+        dkd__sha256_block(&abef, &cdgh, out + h);                                                  \
+        h += 64;                                                                                   \
+    }                                                                                              \
+    dkd__sha256_store(sha->h, abef, cdgh);                                                         \
+    memcpy(sha->blk, out + h, o - h);                                                              \
+    sha->len = o - h;                                                                              \
+    sha->total += o - o0;                                                                          \
+    o -= o0 /* what the caller is told: bytes written */
 
 /* compact_avx2 writes the bytes of the 64 at blk whose bit is set in keep to out, 8 at
  * a time through keep_shuf; each store may write up to 7 bytes past the kept ones (the
@@ -411,7 +463,20 @@ AVX2 size_t dkd__canon_relaxed_blocks_avx2(const uint8_t *p, size_t i, size_t n,
     const __m256i sp = _mm256_set1_epi8(' '), ht = _mm256_set1_epi8('\t');
     const __m256i cr = _mm256_set1_epi8('\r'), lf = _mm256_set1_epi8('\n');
     uint8_t blk[64];
-    BLOCKS_LOOP(LOAD_MASKS_AVX2, COMPACT_AVX2);
+    BLOCKS_LOOP(LOAD_MASKS_AVX2, COMPACT_AVX2, NO_HASH, NO_HASH, NO_HASH);
+}
+
+#define AVX2_SHA __attribute__((target("avx2,sha")))
+
+AVX2_SHA size_t dkd__canon_relaxed_blocks_avx2_sha(const uint8_t *p, size_t i, size_t n,
+                                                   bool *line_has_data, uint8_t *out,
+                                                   size_t *out_len, size_t out_cap,
+                                                   dkd_sha256 *sha)
+{
+    const __m256i sp = _mm256_set1_epi8(' '), ht = _mm256_set1_epi8('\t');
+    const __m256i cr = _mm256_set1_epi8('\r'), lf = _mm256_set1_epi8('\n');
+    uint8_t blk[64];
+    BLOCKS_LOOP(LOAD_MASKS_AVX2, COMPACT_AVX2, HASH_BEGIN_SHA, HASH_STEP_SHA, HASH_END_SHA);
 }
 
 /* ---- AVX-512 VBMI2: the same with compares into mask registers and VPCOMPRESSB ---- */
@@ -441,7 +506,20 @@ AVX512 size_t dkd__canon_relaxed_blocks_avx512(const uint8_t *p, size_t i, size_
     const __m512i sp = _mm512_set1_epi8(' '), ht = _mm512_set1_epi8('\t');
     const __m512i cr = _mm512_set1_epi8('\r'), lf = _mm512_set1_epi8('\n');
     __m512i blk;
-    BLOCKS_LOOP(LOAD_MASKS_AVX512, COMPACT_AVX512);
+    BLOCKS_LOOP(LOAD_MASKS_AVX512, COMPACT_AVX512, NO_HASH, NO_HASH, NO_HASH);
+}
+
+#define AVX512_SHA __attribute__((target("avx2,avx512f,avx512bw,avx512vbmi2,sha")))
+
+AVX512_SHA size_t dkd__canon_relaxed_blocks_avx512_sha(const uint8_t *p, size_t i, size_t n,
+                                                       bool *line_has_data, uint8_t *out,
+                                                       size_t *out_len, size_t out_cap,
+                                                       dkd_sha256 *sha)
+{
+    const __m512i sp = _mm512_set1_epi8(' '), ht = _mm512_set1_epi8('\t');
+    const __m512i cr = _mm512_set1_epi8('\r'), lf = _mm512_set1_epi8('\n');
+    __m512i blk;
+    BLOCKS_LOOP(LOAD_MASKS_AVX512, COMPACT_AVX512, HASH_BEGIN_SHA, HASH_STEP_SHA, HASH_END_SHA);
 }
 
 bool dkd__cpu_has_avx512_vbmi2(void)

@@ -24,6 +24,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "sha256.h"
+
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define DKD_CANON_HAVE_X86 1
 
@@ -52,6 +54,20 @@ size_t dkd__canon_relaxed_blocks_avx2(const uint8_t *p, size_t i, size_t n, bool
 /* The same with AVX-512BW compares and VBMI2's VPCOMPRESSB. */
 size_t dkd__canon_relaxed_blocks_avx512(const uint8_t *p, size_t i, size_t n, bool *line_has_data,
                                         uint8_t *out, size_t *out_len, size_t out_cap);
+
+/*
+ * dkd__canon_relaxed_blocks_*_sha: the same, fused with SHA-256 on SHA-NI (only when
+ * dkd__sha256_available()): out is scratch (the caller's empty batch, *out_len == 0 on
+ * entry), every byte written goes into sha (after the bytes sha already holds), and
+ * *out_len is set to how many were written. The hash runs inside the rewrite loop, block
+ * by block, so the two overlap in the CPU.
+ */
+size_t dkd__canon_relaxed_blocks_avx2_sha(const uint8_t *p, size_t i, size_t n,
+                                          bool *line_has_data, uint8_t *out, size_t *out_len,
+                                          size_t out_cap, dkd_sha256 *sha);
+size_t dkd__canon_relaxed_blocks_avx512_sha(const uint8_t *p, size_t i, size_t n,
+                                            bool *line_has_data, uint8_t *out, size_t *out_len,
+                                            size_t out_cap, dkd_sha256 *sha);
 void dkd__canon_simd_init(void);
 
 /* dkd__cpu_has_avx2 is true when the CPU and the OS (YMM state saved) run AVX2. */

@@ -17,7 +17,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/evp.h>
+
 #include "canon.h"
+#include "sha256.h"
 
 /* ---- the naive reference ---- */
 
@@ -282,6 +285,82 @@ static ref_buf stream_body(enum dkd_canon canon, enum dkd_canon_impl impl, uint6
     return c.out;
 }
 
+/* stream_body_sha256 is stream_body with the body hashing itself on SHA-NI
+ * (dkd__body_set_sha256, the fused path verify.c takes for sha256): it writes the digest
+ * and the emitted count, and is false (*ran false) when this CPU cannot run impl or has
+ * no SHA-NI. The sink must never be called then: false if it was. */
+__attribute__((unused)) static bool stream_body_sha256(enum dkd_canon canon,
+                                                       enum dkd_canon_impl impl, uint64_t limit,
+                                                       const uint8_t *p, size_t n,
+                                                       const size_t *chunks, size_t nchunks,
+                                                       uint8_t digest[32], uint64_t *emitted,
+                                                       bool *ran)
+{
+    *ran = false;
+#ifdef DKD_SHA256_SHANI
+    collect c = {0};
+    dkd_body_canon bc;
+    dkd_sha256 sha;
+    dkd__sha256_init(&sha);
+    dkd__body_init(&bc, canon, limit, collect_sink, &c);
+    if (!dkd__body_set_impl(&bc, impl) || !dkd__body_set_sha256(&bc, &sha)) {
+        return true;
+    }
+    *ran = true;
+    size_t pos = 0, k = 0;
+    while (pos < n) {
+        size_t len = nchunks ? chunks[k++ % nchunks] : n;
+        if (len > n - pos) {
+            len = n - pos;
+        }
+        dkd__body_update(&bc, p + pos, len);
+        pos += len;
+    }
+    dkd__body_final(&bc);
+    dkd__sha256_final(&sha, digest);
+    *emitted = bc.emitted;
+    bool quiet = c.calls == 0;
+    rb_free(&c.out);
+    return quiet;
+#else
+    (void)canon, (void)impl, (void)limit, (void)p, (void)n, (void)chunks, (void)nchunks;
+    (void)digest, (void)emitted;
+    return true;
+#endif
+}
+
+/* check_fused_against_ref: for every implementation, the fused path's digest is OpenSSL's
+ * SHA-256 of the reference's canonical bytes (want, of which want_sent fall within l=) and
+ * its emitted count is the reference's. True when there is no SHA-NI. */
+__attribute__((unused)) static bool check_fused_against_ref(enum dkd_canon canon, uint64_t limit,
+                                                            const uint8_t *p, size_t n,
+                                                            const size_t *chunks, size_t nchunks,
+                                                            const ref_buf *want, size_t want_sent)
+{
+    uint8_t md[32];
+    unsigned mdlen = 0;
+    if (EVP_Digest(want_sent ? want->p : (const uint8_t *)"", want_sent, md, &mdlen, EVP_sha256(),
+                   NULL) != 1) {
+        return false;
+    }
+    bool ok = true;
+    for (size_t k = 0; k < NIMPLS && ok; k++) {
+        uint8_t got[32];
+        uint64_t emitted = 0;
+        bool ran = false;
+        ok = stream_body_sha256(canon, all_impls[k], limit, p, n, chunks, nchunks, got, &emitted,
+                                &ran);
+        if (ran) {
+            ok = ok && emitted == want->len && memcmp(got, md, 32) == 0;
+        }
+        if (!ok) {
+            fprintf(stderr, "implementation %s fused with SHA-256 differs from the reference\n",
+                    dkd__canon_impl_name(all_impls[k]));
+        }
+    }
+    return ok;
+}
+
 /* (unused attributes: each includer of the reference part uses only some of it) */
 /* check_body_against_ref returns true when streaming == reference for this input, for
  * every implementation this CPU runs. */
@@ -311,6 +390,7 @@ __attribute__((unused)) static bool check_body_against_ref(enum dkd_canon canon,
         }
         rb_free(&got);
     }
+    ok = ok && check_fused_against_ref(canon, limit, p, n, chunks, nchunks, &want, want_sent);
     rb_free(&want);
     return ok;
 }
@@ -360,7 +440,6 @@ __attribute__((unused)) static uint64_t seed_from_env(void)
 #include <stddef.h>
 
 #include <cmocka.h>
-#include <openssl/evp.h>
 
 #include "guard.h"
 
@@ -900,6 +979,238 @@ static void test_random_header_sparse(void **state)
     }
 }
 
+/* ---- the body hash on SHA-NI (sha256.c) and the fused path ---- */
+
+#ifdef DKD_SHA256_SHANI
+static void evp_sha256(const uint8_t *p, size_t n, uint8_t out[32])
+{
+    unsigned len = 0;
+    assert_int_equal(EVP_Digest(n ? p : (const uint8_t *)"", n, out, &len, EVP_sha256(), NULL),
+                     1);
+    assert_int_equal(len, 32);
+}
+
+/* ours hashes p in pieces: the update lengths cycle through parts (0 = an empty update). */
+static void ours(const uint8_t *p, size_t n, const size_t *parts, size_t nparts, uint8_t out[32])
+{
+    dkd_sha256 s;
+    dkd__sha256_init(&s);
+    size_t pos = 0, k = 0;
+    while (pos < n) {
+        size_t len = nparts ? parts[k++ % nparts] : n;
+        len = len < n - pos ? len : n - pos;
+        dkd__sha256_update(&s, p + pos, len);
+        pos += len;
+    }
+    dkd__sha256_final(&s, out);
+}
+
+static void expect_hex(const uint8_t md[32], const char *hex)
+{
+    char got[65];
+    for (int k = 0; k < 32; k++) {
+        snprintf(got + 2 * k, 3, "%02x", md[k]);
+    }
+    assert_string_equal(got, hex);
+}
+
+/* FIPS 180-4's examples (NIST's SHA256.pdf and SHA2_Additional): one block, two blocks
+ * (padding in a block of its own), 896 bits, and a million 'a' in pieces. */
+static void test_sha256_vectors(void **state)
+{
+    if (!dkd__sha256_available()) {
+        skip();
+    }
+    uint8_t md[32];
+    ours((const uint8_t *)"abc", 3, NULL, 0, md);
+    expect_hex(md, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    ours((const uint8_t *)"", 0, NULL, 0, md);
+    expect_hex(md, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    const char *two = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+    ours((const uint8_t *)two, strlen(two), NULL, 0, md);
+    expect_hex(md, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+    const char *long_msg = "abcdefghbcdefghicdefghijdefghijkefghijklfghijklmghijklmnhijklmnoijklmnopjk"
+                           "lmnopqklmnopqrlmnopqrsmnopqrstnopqrstu";
+    ours((const uint8_t *)long_msg, strlen(long_msg), NULL, 0, md);
+    expect_hex(md, "cf5b16a778af8380036ce59e7b0492370b249b11e8f07a51afac45037afee9d1");
+    uint8_t *a = malloc(1000000);
+    assert_non_null(a);
+    memset(a, 'a', 1000000);
+    const size_t parts[] = {1, 63, 64, 65, 1000, 4096};
+    ours(a, 1000000, parts, 6, md);
+    expect_hex(md, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+    free(a);
+}
+
+/* Against OpenSSL: every length 0..300 split at every point into two updates (and at
+ * two points into three, for lengths around the block and padding boundaries), random
+ * lengths in random pieces up to a few MB, each input placed against a guard page. */
+static void test_sha256_against_openssl(void **state)
+{
+    if (!dkd__sha256_available()) {
+        skip();
+    }
+    uint64_t seed = seed_from_env();
+    rng_state = (seed ^ 0x5a256ULL) | 1;
+    enum { BIG = 3 << 20 };
+    uint8_t *buf = malloc(BIG);
+    assert_non_null(buf);
+    for (size_t i = 0; i < BIG; i++) {
+        buf[i] = (uint8_t)rng();
+    }
+    uint8_t want[32], got[32];
+    for (size_t n = 0; n <= 300; n++) {
+        const uint8_t *g = guard_copy(buf, n);
+        evp_sha256(g, n, want);
+        for (size_t a = 0; a <= n; a++) {
+            dkd_sha256 s;
+            dkd__sha256_init(&s);
+            dkd__sha256_update(&s, g, a);
+            dkd__sha256_update(&s, g + a, n - a);
+            dkd__sha256_final(&s, got);
+            assert_memory_equal(got, want, 32);
+        }
+        bool edge = (n >= 50 && n <= 70) || (n >= 115 && n <= 135) || n == 300;
+        for (size_t a = 0; edge && a <= n; a++) {
+            for (size_t b = a; b <= n; b++) {
+                dkd_sha256 s;
+                dkd__sha256_init(&s);
+                dkd__sha256_update(&s, g, a);
+                dkd__sha256_update(&s, g + a, b - a);
+                dkd__sha256_update(&s, g + b, n - b);
+                dkd__sha256_final(&s, got);
+                assert_memory_equal(got, want, 32);
+            }
+        }
+    }
+    for (int it = 0; it < 40; it++) {
+        size_t n = it < 4 ? BIG - rng_below(200) : rng_below(it < 20 ? 70000 : BIG);
+        size_t parts[5];
+        size_t nparts = rng_below(6);
+        for (size_t k = 0; k < nparts; k++) {
+            parts[k] = 1 + rng_below(k % 2 ? 200 : 9000);
+        }
+        evp_sha256(buf, n, want);
+        ours(buf, n, parts, nparts, got);
+        if (memcmp(got, want, 32) != 0) {
+            fprintf(stderr, "sha256 mismatch: seed %#llx iteration %d n=%zu\n",
+                    (unsigned long long)seed, it, n);
+            fail();
+        }
+    }
+    free(buf);
+}
+#else
+static void test_sha256_vectors(void **state)
+{
+    skip();
+}
+
+static void test_sha256_against_openssl(void **state)
+{
+    skip();
+}
+#endif
+
+/* text_body fills p[0..n) with mail-like text that relaxed rewrites and the fused loop
+ * hashes: words apart by 1-3 WSP, indented and WSP-trailed lines, CRLF or bare LF,
+ * blank and WSP-only lines, stretches of already canonical lines (which the rewriter
+ * hands back to the scanner after 4 whole blocks, so hashing must not run ahead of
+ * them), and now and then a lone CR, NUL or 8-bit byte. */
+static void text_body(uint8_t *p, size_t n)
+{
+    size_t i = 0;
+    bool lf_only = rng_below(4) == 0;
+    while (i < n) {
+        bool clean = rng_below(3) == 0; /* a canonical stretch of a few lines */
+        for (size_t lines = clean ? 1 + rng_below(12) : 1; lines > 0 && i < n; lines--) {
+            size_t lead = !clean && rng_below(4) == 0 ? rng_below(rng_below(5) ? 12 : 90) : 0;
+            for (; lead > 0 && i < n; lead--) {
+                p[i++] = rng_below(3) ? ' ' : '\t';
+            }
+            size_t end = i + 1 + rng_below(rng_below(8) ? 90 : 300);
+            while (i < n && i < end) {
+                size_t r = rng_below(100);
+                if (r < 14 && i > 0 && p[i - 1] != ' ') {
+                    p[i++] = ' ';
+                    for (size_t k = clean ? 0 : rng_below(3); k > 0 && i < n; k--) {
+                        p[i++] = rng_below(3) ? ' ' : '\t';
+                    }
+                } else if (!clean && r == 14 && rng_below(10) == 0) {
+                    p[i++] = (uint8_t) "\r\0\x80\xff"[rng_below(4)];
+                } else {
+                    p[i++] = (uint8_t)("abcdefghijklmnopqrstuvwxyz0123456789<>=\"/"[rng_below(41)]);
+                }
+            }
+            if (i > 0 && p[i - 1] == ' ' && clean) {
+                p[i - 1] = 'x';
+            }
+            for (size_t t = !clean && rng_below(5) == 0 ? 1 + rng_below(6) : 0; t > 0 && i < n;
+                 t--) {
+                p[i++] = rng_below(2) ? ' ' : '\t';
+            }
+            for (size_t b = rng_below(7) == 0 ? 2 + rng_below(3) : 1; b > 0; b--) {
+                if (!(lf_only && !clean) && i < n) {
+                    p[i++] = '\r';
+                }
+                if (i < n) {
+                    p[i++] = '\n';
+                }
+                if (!clean && b > 1 && rng_below(3) == 0 && i < n) {
+                    p[i++] = ' ';
+                }
+            }
+        }
+    }
+}
+
+/* The fused path (canonical bytes hashed on SHA-NI, the rewriter compressing as it
+ * writes) against OpenSSL's SHA-256 of the reference's bytes: text bodies of 64 bytes
+ * to 60 KB, every implementation, whole and in random chunks, without and with l=
+ * (anywhere in the body, and just past or short of its end). check_body_against_ref
+ * (test_random_body, the fuzz target) covers the byte-level random inputs. */
+static void test_fused_text(void **state)
+{
+    if (!dkd__sha256_available()) {
+        skip();
+    }
+    uint64_t seed = seed_from_env();
+    rng_state = (seed ^ 0xf05edULL) | 1;
+    enum { CAP = 60000, ITER = 600 };
+    uint8_t *p = malloc(CAP);
+    assert_non_null(p);
+    for (int it = 0; it < ITER; it++) {
+        size_t n = 64 + rng_below(rng_below(4) == 0 ? CAP - 64 : 5000);
+        text_body(p, n);
+        size_t chunks[6];
+        size_t nchunks = rng_below(7);
+        for (size_t k = 0; k < nchunks; k++) {
+            chunks[k] = 1 + rng_below(rng_below(2) ? 100 : 9000);
+        }
+        enum dkd_canon canon = rng_below(5) ? DKD_CANON_RELAXED : DKD_CANON_SIMPLE;
+        ref_buf want = ref_body(canon, p, n);
+        uint64_t limit = UINT64_MAX;
+        switch (rng_below(6)) {
+        case 0:
+            limit = rng_below(want.len + 1);
+            break;
+        case 1:
+            limit = want.len + rng_below(3) - (want.len > 0 ? 1 : 0);
+            break;
+        default:
+            break;
+        }
+        size_t want_sent = want.len < limit ? want.len : (size_t)limit;
+        if (!check_fused_against_ref(canon, limit, p, n, chunks, nchunks, &want, want_sent)) {
+            fprintf(stderr, "fused mismatch: seed %#llx iteration %d (canon %d, l=%llu, n=%zu)\n",
+                    (unsigned long long)seed, it, canon, (unsigned long long)limit, n);
+            fail();
+        }
+        rb_free(&want);
+    }
+    free(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -910,6 +1221,8 @@ int main(void)
         cmocka_unit_test(test_body_large),       cmocka_unit_test(test_empty_body_hashes),
         cmocka_unit_test(test_reference_itself), cmocka_unit_test(test_random_body),
         cmocka_unit_test(test_random_header),    cmocka_unit_test(test_random_header_sparse),
+        cmocka_unit_test(test_sha256_vectors),   cmocka_unit_test(test_sha256_against_openssl),
+        cmocka_unit_test(test_fused_text),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
