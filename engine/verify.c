@@ -45,11 +45,16 @@ struct dkd_engine {
     EVP_MD *sha1, *sha256;
 };
 
+/* One body canonicalize+hash pass. sha256 on a CPU with SHA-NI hashes with our own
+ * SHA-256 (sha256.c), which the relaxed rewriter runs fused with its loop (issue 7);
+ * sha1, or no SHA-NI, keeps OpenSSL's EVP through md. */
 typedef struct body_group {
     enum dkd_canon canon;
     enum dkd_hash hash;
     uint64_t limit;
+    bool own_sha; /* hashed into sha, not md */
     EVP_MD_CTX *md;
+    dkd_sha256 sha;
     unsigned digest_len;
     uint8_t digest[EVP_MAX_MD_SIZE];
     dkd_body_canon bc;
@@ -459,12 +464,23 @@ static int body_group_for(dkd_msg *m, const dkd_sig *sig, size_t *out)
     bg->canon = sig->canon_body;
     bg->hash = sig->hash;
     bg->limit = limit;
-    bg->md = pool_md(m, m->ngroups);
-    if (bg->md == NULL) {
-        return DKD_ERR_NOMEM;
+    bg->own_sha = false;
+    bg->md = NULL;
+#ifdef DKD_SHA256_SHANI
+    if (sig->hash == DKD_HASH_SHA256 && dkd__sha256_available()) {
+        dkd__sha256_init(&bg->sha);
+        dkd__body_init(&bg->bc, sig->canon_body, limit, NULL, NULL);
+        bg->own_sha = dkd__body_set_sha256(&bg->bc, &bg->sha);
     }
-    EVP_DigestInit_ex(bg->md, engine_md(m->eng, sig->hash), NULL);
-    dkd__body_init(&bg->bc, sig->canon_body, limit, md_sink, bg->md);
+#endif
+    if (!bg->own_sha) {
+        bg->md = pool_md(m, m->ngroups);
+        if (bg->md == NULL) {
+            return DKD_ERR_NOMEM;
+        }
+        EVP_DigestInit_ex(bg->md, engine_md(m->eng, sig->hash), NULL);
+        dkd__body_init(&bg->bc, sig->canon_body, limit, md_sink, bg->md);
+    }
     *out = m->ngroups++;
     return 0;
 }
@@ -829,6 +845,13 @@ int dkd_msg_end(dkd_msg *m)
         for (size_t g = 0; g < m->ngroups; g++) {
             body_group *bg = &m->groups[g];
             dkd__body_final(&bg->bc);
+#ifdef DKD_SHA256_SHANI
+            if (bg->own_sha) {
+                dkd__sha256_final(&bg->sha, bg->digest);
+                bg->digest_len = DKD_SHA256_LEN;
+                continue;
+            }
+#endif
             EVP_DigestFinal_ex(bg->md, bg->digest, &bg->digest_len);
         }
         m->state = MSG_BODY_DONE;
