@@ -3,7 +3,7 @@
  * percentiles and the daemon's CPU cost per message, for capacity planning.
  *
  *   loadgen --socket PATH --connections C --depth D --duration S [--rate R]
- *           [--warmup S] DIR
+ *           [--warmup S] [--shm BYTES] DIR
  *
  * Closed loop (default): every connection keeps D requests in flight, sending the next
  * message as soon as one completes; latency runs from submission to completion. This
@@ -20,6 +20,9 @@
  *   max}, errors, unsent (open loop: due but never sent), not_pass, daemon_cpu_us_per_msg (process
  * CPU time from the stats request, user + system, over the messages it served in the window) and
  *   daemon_max_rss_kib.
+ *
+ * --shm BYTES gives every connection a shared memory region of that size
+ * (dkd_client_use_shm): messages then reach the daemon without a socket copy.
  *
  * Workload: one thread, poll() over C non-blocking clients; it uses much less CPU per
  * message than the daemon, but it shares the machine: see PERFORMANCE.md.
@@ -165,7 +168,7 @@ static bool daemon_stats(dkd_client *sc, uint64_t *cpu_us, uint64_t *served, uin
 static void usage(void)
 {
     fprintf(stderr, "usage: loadgen --socket PATH --connections C --depth D --duration S "
-                    "[--rate R] [--warmup S] DIR\n");
+                    "[--rate R] [--warmup S] [--shm BYTES] DIR\n");
     exit(2);
 }
 
@@ -174,6 +177,7 @@ int main(int argc, char **argv)
     const char *sock = NULL, *dir = NULL;
     unsigned nconns = 1, depth = 1;
     double duration = 10, rate = 0, warmup = 1;
+    size_t shm = 0;
     for (int i = 1; i < argc; i++) {
         bool v = i + 1 < argc;
         if (strcmp(argv[i], "--socket") == 0 && v) {
@@ -188,6 +192,8 @@ int main(int argc, char **argv)
             rate = strtod(argv[++i], NULL);
         } else if (strcmp(argv[i], "--warmup") == 0 && v) {
             warmup = strtod(argv[++i], NULL);
+        } else if (strcmp(argv[i], "--shm") == 0 && v) {
+            shm = (size_t)strtoull(argv[++i], NULL, 10);
         } else if (argv[i][0] != '-' && dir == NULL) {
             dir = argv[i];
         } else {
@@ -218,6 +224,9 @@ int main(int argc, char **argv)
     int rc = dkd_client_connect(sock, &statc);
     for (unsigned i = 0; rc == 0 && i < nconns; i++) {
         rc = dkd_client_connect(sock, &g.conns[i].c);
+        if (rc == 0 && shm > 0) {
+            rc = dkd_client_use_shm(g.conns[i].c, shm);
+        }
     }
     if (rc != 0) {
         fprintf(stderr, "loadgen: %s: %s\n", sock, dkd_client_strerror(rc));

@@ -18,9 +18,11 @@
 #include "wire.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -35,6 +37,8 @@ enum {
      * costs the client about this much memory, not 50 MB. */
     STREAM_HIGH_WATER = 1u << 20,
     MAX_SLOTS = 1u << 16,
+    /* SHM_ATTACH's request id: slot ids never have generation 0, so none is below 2^16. */
+    ATTACH_ID = 1,
 };
 
 enum slot_kind { SLOT_FREE = 0, SLOT_VERIFY, SLOT_STATS, SLOT_PING };
@@ -49,7 +53,30 @@ typedef struct slot {
     dkd_client_done_fn done; /* SLOT_VERIFY, SLOT_PING; NULL = abandoned */
     stats_done_fn stats_done;
     void *user;
+    int32_t shm_pos; /* its place in the region's allocation queue; -1 = none */
 } slot;
+
+/* One message's bytes in the shared region, in allocation order. */
+typedef struct shm_alloc {
+    size_t off, end;
+    bool done; /* answered: the daemon no longer reads it */
+} shm_alloc;
+
+/*
+ * The shared region is a ring: messages are placed one after the other at head and freed
+ * from tail, the oldest first. An answer that arrives before an older one's only marks
+ * its bytes done; they are reclaimed when everything before them is. Live bytes are
+ * [tail, head), or [tail, size) + [0, head) once head has wrapped.
+ */
+typedef struct shm_ring {
+    int fd; /* -1 = not in use */
+    uint8_t *base;
+    size_t size;
+    bool attached; /* to the current connection */
+    size_t head, tail;
+    shm_alloc *q; /* nslots entries, a circular queue */
+    uint32_t q_first, q_count, q_cap;
+} shm_ring;
 
 struct dkd_client {
     char *path;
@@ -69,6 +96,8 @@ struct dkd_client {
     uint32_t nfree;
     uint16_t gen;
     size_t inflight;
+    uint16_t features; /* DKD_WIRE_F_* of the current connection's HELLO_OK */
+    shm_ring shm;
 };
 
 const char *dkd_client_strerror(int err)
@@ -86,6 +115,8 @@ const char *dkd_client_strerror(int err)
         return "call out of order for this request";
     case DKD_CLIENT_ERR_ARG:
         return "invalid argument";
+    case DKD_CLIENT_ERR_UNSUPPORTED:
+        return "the daemon does not offer this feature";
     default:
         if (err < DKD_CLIENT_ERR_SERVER_BASE && err > DKD_CLIENT_ERR_SERVER_BASE - 0x10000) {
             return dkd_wire_errcode_name((uint16_t)(DKD_CLIENT_ERR_SERVER_BASE - err));
@@ -140,16 +171,24 @@ static int slots_init(dkd_client *c, uint32_t n)
     }
     slot *s = calloc(n, sizeof *s);
     uint32_t *f = calloc(n, sizeof *f);
-    if (s == NULL || f == NULL) {
+    shm_alloc *q = calloc(n, sizeof *q);
+    if (s == NULL || f == NULL || q == NULL) {
         free(s);
         free(f);
+        free(q);
         return -ENOMEM;
     }
     free(c->slots);
     free(c->free_ids);
+    free(c->shm.q);
     c->slots = s;
     c->free_ids = f;
     c->nslots = n;
+    /* Called with nothing in flight, so nothing lives in the region either. */
+    c->shm.q = q;
+    c->shm.q_cap = n;
+    c->shm.q_first = c->shm.q_count = 0;
+    c->shm.head = c->shm.tail = 0;
     /* Hand out low indexes first: stack top is index 0. */
     for (uint32_t k = 0; k < n; k++) {
         f[k] = n - 1 - k;
@@ -169,14 +208,72 @@ static slot *slot_alloc(dkd_client *c)
         c->gen = 1;
     }
     slot *s = &c->slots[idx];
-    *s = (slot){.id = (uint32_t)c->gen << 16 | idx};
+    *s = (slot){.id = (uint32_t)c->gen << 16 | idx, .shm_pos = -1};
     c->inflight++;
     return s;
+}
+
+/* ---- the shared region's ring ---- */
+
+/* shm_place finds len contiguous free bytes; false when the ring has no such gap now. */
+static bool shm_place(shm_ring *r, size_t len, size_t *off)
+{
+    if (len == 0 || r->q_count == r->q_cap) {
+        return false;
+    }
+    if (r->q_count == 0) {
+        r->head = r->tail = 0;
+    }
+    bool wrapped = r->q_count > 0 && r->head < r->tail;
+    if (!wrapped) {
+        if (r->size - r->head >= len) {
+            *off = r->head;
+            return true;
+        }
+        /* Wrap: the gap before tail (strictly smaller, so head == tail means empty). */
+        if (r->tail > len) {
+            *off = 0;
+            return true;
+        }
+        return false;
+    }
+    if (r->tail - r->head > len) {
+        *off = r->head;
+        return true;
+    }
+    return false;
+}
+
+static int32_t shm_push(shm_ring *r, size_t off, size_t len)
+{
+    uint32_t pos = (r->q_first + r->q_count) % r->q_cap;
+    r->q[pos] = (shm_alloc){.off = off, .end = off + len};
+    r->q_count++;
+    r->head = off + len;
+    return (int32_t)pos;
+}
+
+/* shm_free marks one message's bytes done and reclaims the done ones at the tail. */
+static void shm_free(shm_ring *r, int32_t pos)
+{
+    r->q[pos].done = true;
+    while (r->q_count > 0 && r->q[r->q_first].done) {
+        r->q_first = (r->q_first + 1) % r->q_cap;
+        r->q_count--;
+    }
+    if (r->q_count == 0) {
+        r->head = r->tail = 0;
+    } else {
+        r->tail = r->q[r->q_first].off;
+    }
 }
 
 static void slot_release(dkd_client *c, slot *s)
 {
     uint32_t idx = (uint32_t)(s - c->slots);
+    if (s->shm_pos >= 0) {
+        shm_free(&c->shm, s->shm_pos);
+    }
     *s = (slot){0};
     c->free_ids[c->nfree++] = idx;
     c->inflight--;
@@ -223,6 +320,8 @@ static void disconnect(dkd_client *c)
     c->out_off = 0;
     c->in_len = 0;
     c->pending_err = 0;
+    c->shm.attached = false;
+    c->features = 0;
 }
 
 /* fail_all completes every request in flight with status after the connection died. */
@@ -311,6 +410,116 @@ static int wait_fd(int fd, short events, int64_t deadline)
     }
 }
 
+/* send_with_fd sends one whole frame with a descriptor attached (SCM_RIGHTS). The queue
+ * is empty when this runs, so the frame cannot interleave with another. */
+static int send_with_fd(dkd_client *c, const uint8_t *p, size_t len, int fd, int64_t deadline)
+{
+    size_t off = 0;
+    while (off < len) {
+        struct iovec iov = {.iov_base = (void *)(p + off), .iov_len = len - off};
+        struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+        _Alignas(struct cmsghdr) char ctl[CMSG_SPACE(sizeof(int))];
+        if (off == 0) {
+            /* The descriptor rides with the frame's first byte. */
+            memset(ctl, 0, sizeof ctl);
+            mh.msg_control = ctl;
+            mh.msg_controllen = sizeof ctl;
+            struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+            cm->cmsg_level = SOL_SOCKET;
+            cm->cmsg_type = SCM_RIGHTS;
+            cm->cmsg_len = CMSG_LEN(sizeof(int));
+            memcpy(CMSG_DATA(cm), &fd, sizeof fd);
+        }
+        ssize_t n = sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            if (errno != EAGAIN && errno != EWOULDBLOCK) {
+                return -errno;
+            }
+            int rc = wait_fd(c->fd, POLLOUT, deadline);
+            if (rc != 0) {
+                return rc;
+            }
+            continue;
+        }
+        off += (size_t)n;
+    }
+    return 0;
+}
+
+/*
+ * shm_attach hands the region to the daemon on the current connection and waits for its
+ * answer (nothing else is in flight: it runs right after HELLO or with no request open).
+ * 0 once attached; a server error code when refused; other codes when the connection
+ * failed (then it is closed).
+ */
+static int shm_attach(dkd_client *c, int64_t deadline)
+{
+    c->shm.attached = false;
+    if (!(c->features & DKD_WIRE_F_SHM)) {
+        return DKD_CLIENT_ERR_UNSUPPORTED;
+    }
+    uint8_t frame[DKD_WIRE_HEADER_LEN + 8];
+    dkd_wbuf b;
+    dkd_wbuf_init_fixed(&b, frame, sizeof frame);
+    dkd_wire_put_shm_attach(&b, ATTACH_ID, c->shm.size);
+    int rc = 0;
+    while (rc == 0 && c->out.len > 0) {
+        if ((rc = flush(c)) == 0 && c->out.len > 0) {
+            rc = wait_fd(c->fd, POLLOUT, deadline);
+        }
+    }
+    if (rc == 0) {
+        rc = send_with_fd(c, frame, b.len, c->shm.fd, deadline);
+    }
+    while (rc == 0) {
+        dkd_span in = dkd__span(c->in, c->in_len);
+        dkd_wire_header h;
+        dkd_span payload;
+        int got = dkd_wire_frame_split(&in, c->version, MAX_REPLY, &h, &payload);
+        if (got < 0) {
+            rc = DKD_CLIENT_ERR_BAD_REPLY;
+            break;
+        }
+        if (got == 1) {
+            int answer = DKD_CLIENT_ERR_BAD_REPLY;
+            if (h.type == DKD_WIRE_SHM_ATTACH_OK && h.request_id == ATTACH_ID && payload.len == 0) {
+                answer = 0;
+            } else if (h.type == DKD_WIRE_ERROR && (h.request_id == ATTACH_ID || h.request_id == 0)) {
+                dkd_wire_error e;
+                if (dkd_wire_decode_error(payload, &e) == 0) {
+                    answer = server_err(e.code);
+                }
+                if (h.request_id == 0) {
+                    rc = answer == DKD_CLIENT_ERR_BAD_REPLY ? answer : DKD_CLIENT_ERR_CLOSED;
+                    break;
+                }
+            }
+            if (answer == DKD_CLIENT_ERR_BAD_REPLY) {
+                rc = answer;
+                break;
+            }
+            memmove(c->in, in.ptr, in.len);
+            c->in_len = in.len;
+            c->shm.attached = answer == 0;
+            return answer;
+        }
+        if ((rc = wait_fd(c->fd, POLLIN, deadline)) != 0) {
+            break;
+        }
+        int n = fill(c, 512);
+        if (n == 0) {
+            rc = DKD_CLIENT_ERR_CLOSED;
+        } else if (n < 0 && n != -EAGAIN && n != -EWOULDBLOCK) {
+            rc = n;
+        }
+    }
+    disconnect(c);
+    return rc;
+}
+
 static int do_connect(dkd_client *c)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
@@ -377,6 +586,7 @@ static int do_connect(dkd_client *c)
                 break;
             }
             c->version = ok.version;
+            c->features = hdr.flags; /* HELLO_OK's header flags announce features */
             c->lim = (dkd_client_limits){.max_frame = ok.max_frame,
                                          .max_header_block = ok.max_header_block,
                                          .max_inflight = ok.max_inflight,
@@ -387,6 +597,13 @@ static int do_connect(dkd_client *c)
             c->in_len = in.len;
             if (c->inflight == 0) {
                 rc = slots_init(c, ok.max_inflight);
+            }
+            if (rc == 0 && c->shm.fd >= 0) {
+                /* A refusal leaves the socket path in use; only a dead connection fails. */
+                rc = shm_attach(c, deadline);
+                if (c->fd >= 0) {
+                    rc = 0;
+                }
             }
             if (rc == 0) {
                 return 0;
@@ -428,6 +645,7 @@ int dkd_client_connect(const char *path, dkd_client **out)
         return -ENOMEM;
     }
     c->fd = -1;
+    c->shm.fd = -1;
     c->timeout_ms = DEFAULT_TIMEOUT_MS;
     dkd_wbuf_init(&c->out);
     c->path = strdup(path);
@@ -450,6 +668,11 @@ void dkd_client_close(dkd_client *c)
         return;
     }
     disconnect(c);
+    if (c->shm.fd >= 0) {
+        munmap(c->shm.base, c->shm.size);
+        close(c->shm.fd);
+    }
+    free(c->shm.q);
     dkd_wbuf_free(&c->out);
     free(c->in);
     free(c->slots);
@@ -466,6 +689,49 @@ void dkd_client_set_timeout(dkd_client *c, int timeout_ms)
 dkd_client_limits dkd_client_get_limits(const dkd_client *c)
 {
     return c->lim;
+}
+
+int dkd_client_use_shm(dkd_client *c, size_t bytes)
+{
+    if (c->in_process || c->inflight > 0 || c->shm.fd >= 0) {
+        return DKD_CLIENT_ERR_STATE;
+    }
+    if (bytes == 0 || bytes > (size_t)1 << 40) {
+        return DKD_CLIENT_ERR_ARG;
+    }
+    int rc = ensure_connected(c);
+    if (rc != 0) {
+        return rc;
+    }
+    if (!(c->features & DKD_WIRE_F_SHM)) {
+        return DKD_CLIENT_ERR_UNSUPPORTED;
+    }
+    /* Sealed so the daemon can map it without fearing SIGBUS: the size can never drop
+     * under the mapping (PROTOCOL.md 4.9). */
+    int fd = memfd_create("libdkimd-shm", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0) {
+        return -errno;
+    }
+    void *base = MAP_FAILED;
+    if (ftruncate(fd, (off_t)bytes) != 0 ||
+        fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0 ||
+        (base = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)) == MAP_FAILED) {
+        rc = -errno;
+        close(fd);
+        return rc;
+    }
+    c->shm.fd = fd;
+    c->shm.base = base;
+    c->shm.size = bytes;
+    c->shm.head = c->shm.tail = 0;
+    rc = shm_attach(c, deadline_of(c));
+    if (rc != 0) {
+        munmap(base, bytes);
+        close(fd);
+        c->shm.fd = -1;
+        c->shm.base = NULL;
+    }
+    return rc;
 }
 
 int dkd_client_fd(const dkd_client *c)
@@ -788,9 +1054,14 @@ static int submit_verify(dkd_client *c, uint8_t type, const uint8_t *data, size_
     if ((rc = ensure_connected(c)) != 0) {
         return rc;
     }
+    /* Through the shared region when it has room (any size up to max_message), else
+     * over the socket. */
+    size_t shm_off = 0;
+    bool via_shm = type == DKD_WIRE_VERIFY && c->shm.attached && len <= c->lim.max_message &&
+                   c->nfree > 0 && shm_place(&c->shm, len, &shm_off);
     size_t limit =
         type == DKD_WIRE_VERIFY ? dkd_client_max_whole(c, opts) : c->lim.max_header_block;
-    if (len > limit) {
+    if (!via_shm && len > limit) {
         return DKD_CLIENT_ERR_TOO_LARGE;
     }
     slot *s = slot_alloc(c);
@@ -805,8 +1076,15 @@ static int submit_verify(dkd_client *c, uint8_t type, const uint8_t *data, size_
         *req = s->id;
     }
     size_t mark = c->out.len;
-    dkd_wire_put_verify_head(&c->out, type, s->id, &w, len);
-    dkd_wbuf_append(&c->out, data, len);
+    if (via_shm) {
+        memcpy(c->shm.base + shm_off, data, len);
+        s->shm_pos = shm_push(&c->shm, shm_off, len);
+        dkd_wire_verify_shm m = {.opts = w, .offset = shm_off, .length = len};
+        dkd_wire_put_verify_shm(&c->out, s->id, &m);
+    } else {
+        dkd_wire_put_verify_head(&c->out, type, s->id, &w, len);
+        dkd_wbuf_append(&c->out, data, len);
+    }
     return after_queue(c, mark, s);
 }
 
@@ -980,9 +1258,13 @@ static int verify_once(dkd_client *c, const uint8_t *msg, size_t len, const dkd_
         return DKD_CLIENT_ERR_TOO_LARGE; /* the server would refuse it after the upload */
     }
     uint32_t req = 0;
-    if (len <= dkd_client_max_whole(c, opts)) {
+    bool whole = len <= dkd_client_max_whole(c, opts);
+    if (whole || c->shm.attached) {
         rc = submit_verify(c, DKD_WIRE_VERIFY, msg, len, opts, wait_verify_done, w, &req);
-        return rc != 0 ? rc : wait_for(c, w, req, deadline);
+        if (whole || rc != DKD_CLIENT_ERR_TOO_LARGE) {
+            return rc != 0 ? rc : wait_for(c, w, req, deadline);
+        }
+        /* too large for one frame and no room in the region now: stream it */
     }
     size_t hlen = header_block_len(msg, len);
     rc = dkd_client_begin(c, msg, hlen, opts, wait_verify_done, w, &req);

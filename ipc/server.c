@@ -45,6 +45,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -166,7 +167,14 @@ static void conn_arm_recv(conn *c)
         return; /* re-armed when the send queue drains */
     }
     struct io_uring_sqe *sqe = dkd__get_sqe(c->w);
-    io_uring_prep_recv(sqe, c->fd, c->rbuf + c->rlen, c->rcap - c->rlen, 0);
+    c->riov = (struct iovec){.iov_base = c->rbuf + c->rlen, .iov_len = c->rcap - c->rlen};
+    /* Zeroed so that take_fds reads no stale header whatever the kernel writes back. */
+    memset(c->rctl, 0, sizeof c->rctl);
+    c->rmsg = (struct msghdr){.msg_iov = &c->riov,
+                              .msg_iovlen = 1,
+                              .msg_control = c->rctl,
+                              .msg_controllen = sizeof c->rctl};
+    io_uring_prep_recvmsg(sqe, c->fd, &c->rmsg, MSG_CMSG_CLOEXEC);
     io_uring_sqe_set_data64(sqe, ud_make(c, OP_RECV));
     c->recv_armed = true;
     c->ops++;
@@ -187,6 +195,12 @@ static void conn_free(conn *c)
     }
     w->nconns--;
     dkd__budget_give(srv, c->charged + RBUF_BASE);
+    if (c->passed_fd >= 0) {
+        close(c->passed_fd);
+    }
+    if (c->shm != NULL) {
+        munmap((void *)c->shm, c->shm_size);
+    }
     free(c->rbuf);
     dkd_wbuf_free(&c->out);
     dkd_wbuf_free(&c->pend);
@@ -221,6 +235,36 @@ static void conn_op_done(conn *c)
     }
 }
 
+/* take_fds keeps the first descriptor a client passes (for SHM_ATTACH) and closes any
+ * other: a client may not pin more than one of our descriptors at a time. */
+static void take_fds(conn *c)
+{
+    if (c->rmsg.msg_flags & MSG_CTRUNC) {
+        c->fd_excess = true; /* the kernel closed what did not fit */
+    }
+    c->rmsg.msg_control = c->rctl;
+    if (c->rmsg.msg_controllen > sizeof c->rctl) {
+        c->rmsg.msg_controllen = sizeof c->rctl;
+    }
+    for (struct cmsghdr *cm = CMSG_FIRSTHDR(&c->rmsg); cm != NULL && cm->cmsg_len >= CMSG_LEN(0);
+         cm = CMSG_NXTHDR(&c->rmsg, cm)) {
+        if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) {
+            continue;
+        }
+        size_t n = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t k = 0; k < n; k++) {
+            int fd;
+            memcpy(&fd, CMSG_DATA(cm) + k * sizeof(int), sizeof fd);
+            if (c->passed_fd < 0) {
+                c->passed_fd = fd;
+            } else {
+                close(fd);
+                c->fd_excess = true;
+            }
+        }
+    }
+}
+
 static void on_recv(worker *w, conn *c, int res)
 {
     c->recv_armed = false;
@@ -244,7 +288,13 @@ static void on_recv(worker *w, conn *c, int res)
     CNT_ADD(w, bytes_in, res);
     c->rlen += (size_t)res;
     c->last_rx_ms = now_ms();
-    dkd__conn_process(c);
+    take_fds(c);
+    if (c->fd_excess) {
+        dkd__conn_fatal(c, LK_MALFORMED, DKD_WIRE_E_PROTOCOL,
+                        "more than one file descriptor passed");
+    } else {
+        dkd__conn_process(c);
+    }
     if (!c->closing) {
         c->ops--;
         conn_arm_recv(c);
@@ -379,6 +429,7 @@ static void on_accept(worker *w, struct io_uring_cqe *cqe)
     }
     c->w = w;
     c->fd = fd;
+    c->passed_fd = -1;
     c->pid = cr.pid;
     c->uid = cr.uid;
     c->last_rx_ms = now_ms();
@@ -623,6 +674,7 @@ void dkd__server_config_init(dkd__server_config *sc)
         .max_message_bytes = 64u << 20,
         .max_header_bytes = 0,
         .max_body_chunk = 1u << 20,
+        .max_shm_bytes = 1ull << 30,
         .max_inflight = 256,
         .max_connections = 4096,
         .memory_budget = 1ull << 30,
@@ -903,6 +955,7 @@ void dkd__server_free(dkd__server *srv)
             free(r);
         }
         dkd_wbuf_free(&w->scratch);
+        free(w->hdr_copy);
         if (w->efd >= 0) {
             close(w->efd);
         }
@@ -937,6 +990,9 @@ void dkd__server_stats_get(dkd__server *srv, dkd__server_stats *out)
         SUM(key_timeouts);
         SUM(bytes_in);
         SUM(bytes_out);
+        SUM(shm_attached);
+        SUM(shm_requests);
+        SUM(shm_bytes);
     }
 #undef SUM
     out->memory_used = atomic_load_explicit(&srv->memory_used, memory_order_relaxed);

@@ -44,6 +44,8 @@ typedef struct dkd__server_config {
     uint64_t max_message_bytes; /* whole VERIFY payload and streamed total (default 64 MiB) */
     size_t max_header_bytes;    /* header block of one message (default: engine's) */
     size_t max_body_chunk;      /* largest VERIFY_BODY frame (default 1 MiB) */
+    uint64_t max_shm_bytes;     /* largest region a connection may attach with SHM_ATTACH
+                                   (default 1 GiB; 0 = no shared memory transport) */
     unsigned max_inflight;      /* open requests per connection (default 256) */
     unsigned max_connections;   /* all workers together (default 4096) */
     uint64_t memory_budget;     /* receive buffers + open requests (default 1 GiB) */
@@ -109,6 +111,7 @@ typedef struct dkd__server_stats {
         errors_shutdown, errors_message;
     uint64_t key_lookups, key_timeouts;
     uint64_t bytes_in, bytes_out;
+    uint64_t shm_attached, shm_requests, shm_bytes;
     uint64_t memory_used;
 } dkd__server_stats;
 

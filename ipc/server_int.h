@@ -11,6 +11,8 @@
 #include <liburing.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -69,6 +71,7 @@ typedef struct counters {
         errors_shutdown, errors_message;
     _Atomic uint64_t key_lookups, key_timeouts;
     _Atomic uint64_t bytes_in, bytes_out;
+    _Atomic uint64_t shm_attached, shm_requests, shm_bytes;
 } counters;
 
 /* Single-writer increment: no locked instruction, since only the owner writes. */
@@ -142,6 +145,15 @@ struct conn {
     req *reqs;        /* open requests */
     unsigned nreqs;
     uint64_t charged; /* receive buffer growth charged to the budget */
+    /* Receives are recvmsg so that a descriptor passed with SHM_ATTACH (SCM_RIGHTS) is
+     * taken, not silently closed by the kernel. */
+    struct msghdr rmsg;
+    struct iovec riov;
+    _Alignas(struct cmsghdr) char rctl[CMSG_SPACE(sizeof(int) * 4)];
+    int passed_fd;          /* received and not yet claimed by an SHM_ATTACH; -1 = none */
+    bool fd_excess;         /* more than one descriptor arrived: a protocol error */
+    const uint8_t *shm;     /* the attached region (PROT_READ), NULL = none */
+    uint64_t shm_size;
 };
 
 struct worker {
@@ -167,6 +179,10 @@ struct worker {
     _Atomic(lookup *) done_stack; /* completions from other threads */
     unsigned lookups_out;          /* lookups not yet completed */
     dkd_wbuf scratch;
+    /* VERIFY_SHM header blocks are copied here before parsing: the client can write to
+     * the region while we read it, and the header parser makes several passes. */
+    uint8_t *hdr_copy;
+    size_t hdr_copy_cap;
     counters cnt;
     int64_t log_last[LK__COUNT];
     unsigned log_suppressed[LK__COUNT];

@@ -12,10 +12,13 @@
  * (requests, their dkd_msg and lookups are pooled per worker).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "server_int.h"
@@ -478,11 +481,60 @@ static bool admit(conn *c, uint32_t id, uint64_t charge)
     return true;
 }
 
-/* open_verify handles VERIFY (whole message) and VERIFY_BEGIN (header block). */
-static void open_verify(conn *c, const dkd_wire_header *h, dkd_span payload)
+/* begin_request opens request id for a message of len bytes whose header block is
+ * hlen bytes long. NULL when refused (the answer has been queued). */
+static req *begin_request(conn *c, uint32_t id, const dkd_wire_verify_opts *opts, bool whole,
+                          uint64_t len, size_t hlen)
 {
     worker *w = c->w;
     dkd__server *srv = w->srv;
+    uint64_t charge = (uint64_t)hlen + REQ_OVERHEAD;
+    if (!admit(c, id, charge)) {
+        return NULL;
+    }
+    req *r = req_get(w, c, id);
+    if (r == NULL) {
+        dkd__budget_give(srv, charge);
+        dkd__send_error(c, id, DKD_WIRE_E_INTERNAL, "out of memory");
+        return NULL;
+    }
+    r->charged = charge;
+    r->streaming = !whole;
+    copy_opts(w, r, opts);
+    if (len > srv->cfg.max_message_bytes || (!whole && len > srv->cfg.max_header_bytes)) {
+        req_fail(r, DKD_WIRE_E_TOO_LARGE, "message over the size limit");
+        return NULL;
+    }
+    r->bytes = len;
+    return r;
+}
+
+/* feed_message hands the header block and, for a whole message, the body to the engine,
+ * then starts the key lookups. */
+static void feed_message(req *r, const uint8_t *hdr, size_t hlen, const uint8_t *body,
+                         size_t body_len)
+{
+    dkd__tl_req = r;
+    int rc = dkd_msg_begin(r->m, hdr, hlen);
+    dkd__tl_req = NULL;
+    if (rc == 0) {
+        rc = req_start_lookups(r);
+    }
+    if (rc == 0 && body_len > 0) {
+        rc = dkd_msg_body(r->m, body, body_len);
+    }
+    if (rc != 0) {
+        dkd__wlog(r->w, LK_MESSAGE, DKD__LOG_INFO, "request %u: %s", r->id, dkd_strerror(rc));
+        req_fail(r, errcode_of_engine(rc), dkd_strerror(rc));
+        return;
+    }
+    r->ended = !r->streaming;
+    req_try_finish(r);
+}
+
+/* open_verify handles VERIFY (whole message) and VERIFY_BEGIN (header block). */
+static void open_verify(conn *c, const dkd_wire_header *h, dkd_span payload)
+{
     dkd_wire_verify v;
     if (dkd_wire_decode_verify(payload, &v) != 0) {
         dkd__conn_fatal(c, LK_MALFORMED, DKD_WIRE_E_MALFORMED, "malformed VERIFY payload");
@@ -490,41 +542,142 @@ static void open_verify(conn *c, const dkd_wire_header *h, dkd_span payload)
     }
     bool whole = h->type == DKD_WIRE_VERIFY;
     size_t hlen = whole ? dkd_split_message(v.data.ptr, v.data.len) : v.data.len;
-    uint64_t charge = (uint64_t)hlen + REQ_OVERHEAD;
-    if (!admit(c, h->request_id, charge)) {
+    req *r = begin_request(c, h->request_id, &v.opts, whole, v.data.len, hlen);
+    if (r != NULL) {
+        feed_message(r, v.data.ptr, hlen, v.data.ptr + hlen, v.data.len - hlen);
+    }
+}
+
+/* ---- the shared memory transport (PROTOCOL.md 4.9) ---- */
+
+/* map_region maps a region the client passed, or says why it cannot. The seal against
+ * shrinking is what makes reading it safe: a client that truncated a plain file under
+ * our mapping would turn our next read into SIGBUS and take every connection down. */
+static const char *map_region(int fd, uint64_t size, const uint8_t **out)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        return "the descriptor is not a memfd or regular file";
+    }
+    if ((uint64_t)st.st_size < size) {
+        return "the region is smaller than SHM_ATTACH says";
+    }
+    int seals = fcntl(fd, F_GET_SEALS);
+    if (seals < 0 || !(seals & F_SEAL_SHRINK)) {
+        return "the region is not sealed against shrinking (memfd with F_SEAL_SHRINK)";
+    }
+    void *p = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) {
+        return "the region cannot be mapped";
+    }
+    *out = p;
+    return NULL;
+}
+
+static void shm_attach(conn *c, const dkd_wire_header *h, dkd_span payload)
+{
+    worker *w = c->w;
+    uint64_t size;
+    if (h->request_id == 0 || dkd_wire_decode_shm_attach(payload, &size) != 0) {
+        dkd__conn_fatal(c, LK_MALFORMED, DKD_WIRE_E_MALFORMED, "malformed SHM_ATTACH");
         return;
     }
-    req *r = req_get(w, c, h->request_id);
+    int fd = c->passed_fd;
+    c->passed_fd = -1;
+    uint16_t code = DKD_WIRE_E_MALFORMED;
+    const char *why = NULL;
+    const uint8_t *base = NULL;
+    if (w->srv->cfg.max_shm_bytes == 0) {
+        code = DKD_WIRE_E_PROTOCOL;
+        why = "shared memory is disabled in this server";
+    } else if (req_find(c, h->request_id) != NULL) {
+        code = DKD_WIRE_E_PROTOCOL;
+        why = "request_id is in use";
+    } else if (c->shm != NULL) {
+        code = DKD_WIRE_E_PROTOCOL;
+        why = "a region is attached already";
+    } else if (fd < 0) {
+        why = "SHM_ATTACH without a file descriptor (SCM_RIGHTS)";
+    } else if (size > w->srv->cfg.max_shm_bytes || size > SIZE_MAX) {
+        code = DKD_WIRE_E_TOO_LARGE;
+        why = "region over max_shm_bytes";
+    } else {
+        why = map_region(fd, size, &base);
+    }
+    if (fd >= 0) {
+        close(fd); /* the mapping keeps the memory */
+    }
+    if (why != NULL) {
+        dkd__wlog(w, LK_MALFORMED, DKD__LOG_WARNING, "client pid %ld: SHM_ATTACH refused: %s",
+                  (long)c->pid, why);
+        dkd__send_error(c, h->request_id, code, why);
+        return;
+    }
+    c->shm = base;
+    c->shm_size = size;
+    CNT_ADD(w, shm_attached, 1);
+    dkd_wire_put_data(&c->pend, DKD_WIRE_SHM_ATTACH_OK, h->request_id, dkd__span(NULL, 0));
+    conn_queued(c);
+}
+
+/* header_copy returns a worker buffer of at least n bytes, NULL if it cannot grow. */
+static uint8_t *header_copy(worker *w, size_t n)
+{
+    if (n > w->hdr_copy_cap) {
+        size_t cap = w->hdr_copy_cap ? w->hdr_copy_cap : 16384;
+        while (cap < n) {
+            cap *= 2;
+        }
+        uint8_t *p = realloc(w->hdr_copy, cap);
+        if (p == NULL) {
+            return NULL;
+        }
+        w->hdr_copy = p;
+        w->hdr_copy_cap = cap;
+    }
+    return w->hdr_copy;
+}
+
+/*
+ * verify_shm verifies bytes of the attached region in place. The client may write to
+ * them while we read (by mistake or on purpose): the header block is copied first, since
+ * its parser reads it more than once; the body goes to the canonicalizer, which reads
+ * each byte within the chunk's bounds whatever it holds, so a changing body can only
+ * change this request's verdict.
+ */
+static void verify_shm(conn *c, const dkd_wire_header *h, dkd_span payload)
+{
+    worker *w = c->w;
+    dkd_wire_verify_shm v;
+    if (dkd_wire_decode_verify_shm(payload, &v) != 0) {
+        dkd__conn_fatal(c, LK_MALFORMED, DKD_WIRE_E_MALFORMED, "malformed VERIFY_SHM payload");
+        return;
+    }
+    if (c->shm == NULL) {
+        dkd__send_error(c, h->request_id, DKD_WIRE_E_PROTOCOL, "VERIFY_SHM before SHM_ATTACH");
+        return;
+    }
+    if (v.offset > c->shm_size || v.length > c->shm_size - v.offset) {
+        dkd__send_error(c, h->request_id, DKD_WIRE_E_MALFORMED,
+                        "VERIFY_SHM range outside the attached region");
+        return;
+    }
+    const uint8_t *msg = c->shm + v.offset;
+    size_t len = (size_t)v.length;
+    size_t hlen = dkd_split_message(msg, len);
+    req *r = begin_request(c, h->request_id, &v.opts, true, v.length, hlen);
     if (r == NULL) {
-        dkd__budget_give(srv, charge);
-        dkd__send_error(c, h->request_id, DKD_WIRE_E_INTERNAL, "out of memory");
         return;
     }
-    r->charged = charge;
-    r->streaming = !whole;
-    copy_opts(w, r, &v.opts);
-    if (v.data.len > srv->cfg.max_message_bytes ||
-        (!whole && v.data.len > srv->cfg.max_header_bytes)) {
-        req_fail(r, DKD_WIRE_E_TOO_LARGE, "message over the size limit");
+    uint8_t *hdr = header_copy(w, hlen);
+    if (hdr == NULL) {
+        req_fail(r, DKD_WIRE_E_OVERLOADED, "no memory for the header block");
         return;
     }
-    r->bytes = v.data.len;
-    dkd__tl_req = r;
-    int rc = dkd_msg_begin(r->m, v.data.ptr, hlen);
-    dkd__tl_req = NULL;
-    if (rc == 0) {
-        rc = req_start_lookups(r);
-    }
-    if (rc == 0 && whole && v.data.len > hlen) {
-        rc = dkd_msg_body(r->m, v.data.ptr + hlen, v.data.len - hlen);
-    }
-    if (rc != 0) {
-        dkd__wlog(w, LK_MESSAGE, DKD__LOG_INFO, "request %u: %s", r->id, dkd_strerror(rc));
-        req_fail(r, errcode_of_engine(rc), dkd_strerror(rc));
-        return;
-    }
-    r->ended = whole;
-    req_try_finish(r);
+    memcpy(hdr, msg, hlen);
+    CNT_ADD(w, shm_requests, 1);
+    CNT_ADD(w, shm_bytes, len);
+    feed_message(r, hdr, hlen, msg + hlen, len - hlen);
 }
 
 static void stream_body(conn *c, const dkd_wire_header *h, dkd_span payload)
@@ -614,6 +767,9 @@ static void answer_stats(conn *c, uint32_t id)
     add_stat(st, &n, "engine.key_timeouts", s.key_timeouts);
     add_stat(st, &n, "bytes_in", s.bytes_in);
     add_stat(st, &n, "bytes_out", s.bytes_out);
+    add_stat(st, &n, "shm.attached", s.shm_attached);
+    add_stat(st, &n, "shm.requests", s.shm_requests);
+    add_stat(st, &n, "shm.bytes", s.shm_bytes);
     add_stat(st, &n, "memory_used", s.memory_used);
     add_stat(st, &n, "workers", c->w->srv->nworkers);
     add_stat(st, &n, "process.cpu_user_us",
@@ -657,6 +813,7 @@ static void hello(conn *c, const dkd_wire_header *h, dkd_span payload)
         .max_inflight = srv->cfg.max_inflight,
         .max_chunk = (uint32_t)srv->cfg.max_body_chunk,
         .server_name = dkd__span_str("dkimd"),
+        .features = srv->cfg.max_shm_bytes > 0 ? DKD_WIRE_F_SHM : 0,
     };
     dkd_wire_put_hello_ok(&c->pend, h->request_id, &ok);
     conn_queued(c);
@@ -691,6 +848,12 @@ static void on_frame(conn *c, const dkd_wire_header *h, dkd_span payload)
             break;
         }
         stream_end(c, h);
+        break;
+    case DKD_WIRE_SHM_ATTACH:
+        shm_attach(c, h, payload);
+        break;
+    case DKD_WIRE_VERIFY_SHM:
+        verify_shm(c, h, payload);
         break;
     case DKD_WIRE_STATS:
         if (payload.len != 0 || h->request_id == 0) {

@@ -229,18 +229,45 @@ static int decode_opts(dkd_span block, dkd_wire_verify_opts *o)
     return 0;
 }
 
-int dkd_wire_decode_verify(dkd_span p, dkd_wire_verify *out)
+/* The option block of VERIFY, VERIFY_BEGIN and VERIFY_SHM: u16 length, then TLVs. */
+static int get_opts(dkd_span *p, dkd_wire_verify_opts *o)
 {
     uint16_t opt_len;
     dkd_span block;
-    if (!get_u16(&p, &opt_len) || !get_bytes(&p, opt_len, &block)) {
+    if (!get_u16(p, &opt_len) || !get_bytes(p, opt_len, &block)) {
         return DKD_WIRE_ERR_MALFORMED;
     }
-    int rc = decode_opts(block, &out->opts);
+    return decode_opts(block, o);
+}
+
+int dkd_wire_decode_verify(dkd_span p, dkd_wire_verify *out)
+{
+    int rc = get_opts(&p, &out->opts);
     if (rc != 0) {
         return rc;
     }
     out->data = p;
+    return 0;
+}
+
+int dkd_wire_decode_verify_shm(dkd_span p, dkd_wire_verify_shm *out)
+{
+    int rc = get_opts(&p, &out->opts);
+    if (rc != 0) {
+        return rc;
+    }
+    if (!get_u64(&p, &out->offset) || !get_u64(&p, &out->length) || p.len != 0 ||
+        out->offset > UINT64_MAX - out->length) {
+        return DKD_WIRE_ERR_MALFORMED;
+    }
+    return 0;
+}
+
+int dkd_wire_decode_shm_attach(dkd_span p, uint64_t *size)
+{
+    if (!get_u64(&p, size) || p.len != 0 || *size == 0) {
+        return DKD_WIRE_ERR_MALFORMED;
+    }
     return 0;
 }
 
@@ -379,6 +406,12 @@ const char *dkd_wire_type_name(uint8_t type)
         return "PING";
     case DKD_WIRE_PONG:
         return "PONG";
+    case DKD_WIRE_SHM_ATTACH:
+        return "SHM_ATTACH";
+    case DKD_WIRE_SHM_ATTACH_OK:
+        return "SHM_ATTACH_OK";
+    case DKD_WIRE_VERIFY_SHM:
+        return "VERIFY_SHM";
     case DKD_WIRE_ERROR:
         return "ERROR";
     default:
@@ -528,8 +561,9 @@ void dkd_wire_put_header(dkd_wbuf *b, const dkd_wire_header *h)
     put_u32(b, h->payload_len);
 }
 
-/* put_frame_header writes a version-1 header for a payload of len bytes. */
-static void put_frame_header(dkd_wbuf *b, uint8_t type, uint32_t request_id, size_t len)
+/* put_frame_header_flags writes a version-1 header for a payload of len bytes. */
+static void put_frame_header_flags(dkd_wbuf *b, uint8_t type, uint16_t flags, uint32_t request_id,
+                                   size_t len)
 {
     if (len > UINT32_MAX) {
         b->err = true;
@@ -537,9 +571,15 @@ static void put_frame_header(dkd_wbuf *b, uint8_t type, uint32_t request_id, siz
     }
     dkd_wire_header h = {.version = DKD_WIRE_VERSION,
                          .type = type,
+                         .flags = flags,
                          .request_id = request_id,
                          .payload_len = (uint32_t)len};
     dkd_wire_put_header(b, &h);
+}
+
+static void put_frame_header(dkd_wbuf *b, uint8_t type, uint32_t request_id, size_t len)
+{
+    put_frame_header_flags(b, type, 0, request_id, len);
 }
 
 void dkd_wire_put_hello(dkd_wbuf *b, uint32_t request_id, const dkd_wire_hello *m)
@@ -552,8 +592,8 @@ void dkd_wire_put_hello(dkd_wbuf *b, uint32_t request_id, const dkd_wire_hello *
 
 void dkd_wire_put_hello_ok(dkd_wbuf *b, uint32_t request_id, const dkd_wire_hello_ok *m)
 {
-    put_frame_header(b, DKD_WIRE_HELLO_OK, request_id,
-                     4 + 4 + 8 + 4 + 4 + 4 + 1 + m->server_name.len);
+    put_frame_header_flags(b, DKD_WIRE_HELLO_OK, m->features, request_id,
+                           4 + 4 + 8 + 4 + 4 + 4 + 1 + m->server_name.len);
     put_u8(b, m->version);
     static const uint8_t zero[3];
     dkd_wbuf_append(b, zero, 3);
@@ -610,6 +650,19 @@ void dkd_wire_put_verify(dkd_wbuf *b, uint8_t type, uint32_t request_id, const d
 {
     dkd_wire_put_verify_head(b, type, request_id, &m->opts, m->data.len);
     dkd_wbuf_append(b, m->data.ptr, m->data.len);
+}
+
+void dkd_wire_put_verify_shm(dkd_wbuf *b, uint32_t request_id, const dkd_wire_verify_shm *m)
+{
+    dkd_wire_put_verify_head(b, DKD_WIRE_VERIFY_SHM, request_id, &m->opts, 16);
+    put_u64(b, m->offset);
+    put_u64(b, m->length);
+}
+
+void dkd_wire_put_shm_attach(dkd_wbuf *b, uint32_t request_id, uint64_t size)
+{
+    put_frame_header(b, DKD_WIRE_SHM_ATTACH, request_id, 8);
+    put_u64(b, size);
 }
 
 void dkd_wire_put_data(dkd_wbuf *b, uint8_t type, uint32_t request_id, dkd_span data)

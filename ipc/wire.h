@@ -62,7 +62,16 @@ enum dkd_wire_type {
     DKD_WIRE_STATS_REPLY = 0x86,
     DKD_WIRE_PING = 0x07,
     DKD_WIRE_PONG = 0x87,
+    DKD_WIRE_SHM_ATTACH = 0x08,    /* a shared memory region (its fd rides along) */
+    DKD_WIRE_SHM_ATTACH_OK = 0x88, /* the region is mapped */
+    DKD_WIRE_VERIFY_SHM = 0x09,    /* options + where the message lies in the region */
     DKD_WIRE_ERROR = 0xFF,
+};
+
+/* Frame header flags of HELLO_OK (every other frame: 0). A client that does not know a
+ * flag ignores it, so a server may announce features without a new version. */
+enum {
+    DKD_WIRE_F_SHM = 1u << 0, /* the server takes SHM_ATTACH and VERIFY_SHM (4.9) */
 };
 
 /* ERROR frame codes (u16 on the wire). request_id 0 = about the whole connection. */
@@ -131,6 +140,9 @@ typedef struct dkd_wire_hello_ok {
     uint32_t max_inflight;     /* requests in flight per connection */
     uint32_t max_chunk;        /* largest VERIFY_BODY payload */
     dkd_span server_name;      /* 0..255 bytes, informational */
+    /* DKD_WIRE_F_*: travels in the frame header's flags, not in the payload, so the
+     * encoder writes it there and a decoding client copies it from the header. */
+    uint16_t features;
 } dkd_wire_hello_ok;
 
 typedef struct dkd_wire_verify_opts {
@@ -145,6 +157,12 @@ typedef struct dkd_wire_verify {
     dkd_wire_verify_opts opts;
     dkd_span data;
 } dkd_wire_verify;
+
+/* VERIFY_SHM: the message is bytes [offset, offset + length) of the attached region. */
+typedef struct dkd_wire_verify_shm {
+    dkd_wire_verify_opts opts;
+    uint64_t offset, length;
+} dkd_wire_verify_shm;
 
 /* One signature of a RESULT. Strings are ASCII/UTF-8 without NUL, 0..65535 bytes. */
 typedef struct dkd_wire_sig {
@@ -203,11 +221,14 @@ bool dkd_wire_header_decode(dkd_span in, dkd_wire_header *hdr);
 int dkd_wire_decode_hello(dkd_span payload, dkd_wire_hello *out);
 int dkd_wire_decode_hello_ok(dkd_span payload, dkd_wire_hello_ok *out);
 int dkd_wire_decode_verify(dkd_span payload, dkd_wire_verify *out); /* VERIFY, BEGIN */
+int dkd_wire_decode_verify_shm(dkd_span payload, dkd_wire_verify_shm *out);
+/* SHM_ATTACH: the region's size in bytes (>= 1). */
+int dkd_wire_decode_shm_attach(dkd_span payload, uint64_t *size);
 int dkd_wire_decode_result(dkd_span payload, dkd_wire_result *out);
 int dkd_wire_decode_stats_reply(dkd_span payload, dkd_wire_stats_reply *out);
 int dkd_wire_decode_error(dkd_span payload, dkd_wire_error *out);
-/* VERIFY_BODY data and PING/PONG data are the payload itself; STATS and VERIFY_END
- * must have an empty payload (checked by the receiver: payload_len == 0). */
+/* VERIFY_BODY data and PING/PONG data are the payload itself; STATS, VERIFY_END and
+ * SHM_ATTACH_OK must have an empty payload (checked by the receiver: payload_len == 0). */
 
 /*
  * dkd_wire_sig_next / dkd_wire_stat_next consume one entry from a cursor that starts as
@@ -265,7 +286,10 @@ void dkd_wire_put_verify_head(dkd_wbuf *b, uint8_t type, uint32_t request_id,
                               const dkd_wire_verify_opts *opts, size_t data_len);
 /* dkd_wire_verify_head_len: bytes put_verify_head appends for these options. */
 size_t dkd_wire_verify_head_len(const dkd_wire_verify_opts *opts);
-/* VERIFY_BODY, PING, PONG: the payload is data itself. VERIFY_END, STATS: empty. */
+void dkd_wire_put_verify_shm(dkd_wbuf *b, uint32_t request_id, const dkd_wire_verify_shm *m);
+void dkd_wire_put_shm_attach(dkd_wbuf *b, uint32_t request_id, uint64_t size);
+/* VERIFY_BODY, PING, PONG: the payload is data itself. VERIFY_END, STATS, SHM_ATTACH_OK:
+ * empty. */
 void dkd_wire_put_data(dkd_wbuf *b, uint8_t type, uint32_t request_id, dkd_span data);
 void dkd_wire_put_result(dkd_wbuf *b, uint32_t request_id, const dkd_wire_sig *sigs, size_t nsigs,
                          dkd_span authres);

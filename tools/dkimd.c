@@ -57,6 +57,7 @@ static const char default_config[] =
     "workers = 0\n"
     "max-message = 64m\n"
     "max-chunk = 1m\n"
+    "max-shm = 1g\n"
     "max-inflight = 256\n"
     "max-connections = 4096\n"
     "memory-budget = 1g\n"
@@ -94,6 +95,8 @@ static const char usage_text[] =
     "  --max-message SIZE       largest message (default 64m)\n"
     "  --max-header SIZE        largest header block (default 1m)\n"
     "  --max-chunk SIZE         largest streamed body chunk (default 1m)\n"
+    "  --max-shm SIZE           largest shared memory region a client may attach\n"
+    "                           (default 1g; 0 = messages over the socket only)\n"
     "  --max-inflight N         requests in flight per connection (default 256)\n"
     "  --max-connections N      connections in all (default 4096)\n"
     "  --memory-budget SIZE     buffers and requests in all (default 1g)\n"
@@ -133,7 +136,7 @@ typedef struct settings {
     unsigned dns_timeout, key_deadline;
     uint64_t cache_entries;
     bool have_cache_entries;
-    uint64_t max_message, max_header, max_chunk, memory_budget;
+    uint64_t max_message, max_header, max_chunk, max_shm, memory_budget;
     unsigned max_inflight, max_connections, shutdown_timeout, stall_timeout;
     char *authserv_id;
     bool allow_sha1;
@@ -399,6 +402,11 @@ static const char *apply(settings *s, const char *key, const char *v)
         if (n > (1u << 30)) {
             return "at most 1g";
         }
+    } else if (KEY("max-shm")) {
+        if (!parse_size(v, &n)) {
+            return "wants a size (N, Nk, Nm or Ng; 0 = off)";
+        }
+        s->max_shm = n;
     } else if (KEY("memory-budget")) {
         SIZE(memory_budget);
     } else if (KEY("max-inflight")) {
@@ -761,6 +769,7 @@ int main(int argc, char **argv)
         {"max-message", required_argument, NULL, 0},
         {"max-header", required_argument, NULL, 0},
         {"max-chunk", required_argument, NULL, 0},
+        {"max-shm", required_argument, NULL, 0},
         {"max-inflight", required_argument, NULL, 0},
         {"max-connections", required_argument, NULL, 0},
         {"memory-budget", required_argument, NULL, 0},
@@ -938,6 +947,7 @@ int main(int argc, char **argv)
     sc.max_message_bytes = s.max_message;
     sc.max_header_bytes = (size_t)s.max_header;
     sc.max_body_chunk = (size_t)s.max_chunk;
+    sc.max_shm_bytes = s.max_shm;
     sc.max_inflight = s.max_inflight;
     sc.max_connections = s.max_connections;
     sc.memory_budget = s.memory_budget;

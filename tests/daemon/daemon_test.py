@@ -19,11 +19,20 @@ Checks, each bounded in time:
   sigterm       SIGTERM with 128 requests waiting on DNS: every one is answered, then
                 the daemon exits 0 (under ASan, also with no leak).
   connections   1000 concurrent connections each get an answer.
+  shm           the shared memory transport (PROTOCOL.md 4.9): every conformance message
+                through VERIFY_SHM gives what VERIFY gives (checked inside conformance);
+                SHM_ATTACH without a descriptor, with an unsealed memfd, a plain file, a
+                size over the file or over --max-shm, twice, two descriptors at once;
+                VERIFY_SHM before attaching, outside the region, overflowing; a client
+                rewriting the region while the daemon reads it: each gets its ERROR (or a
+                verdict) and the daemon keeps serving everyone.
 
 usage: daemon_test.py DKIMD DKIMCTL   (DKD_SHARED and DKD_SOURCE_ROOT from the environment)
 """
 
+import fcntl
 import json
+import mmap
 import os
 import random
 import re
@@ -40,6 +49,8 @@ import time
 HDR = struct.Struct(">BBHII")
 HELLO, HELLO_OK, VERIFY, BEGIN, BODY, END = 0x01, 0x81, 0x02, 0x03, 0x04, 0x05
 RESULT, STATS, STATS_REPLY, PING, PONG, ERROR = 0x83, 0x06, 0x86, 0x07, 0x87, 0xFF
+SHM_ATTACH, SHM_ATTACH_OK, VERIFY_SHM = 0x08, 0x88, 0x09
+F_SHM = 1  # HELLO_OK header flag
 E_MALFORMED, E_VERSION, E_TOO_LARGE, E_OVERLOADED = 1, 2, 3, 4
 E_SHUTTING_DOWN, E_UNKNOWN, E_PROTOCOL = 5, 6, 8
 RESULT_WORDS = ["none", "pass", "fail", "neutral", "policy", "permerror", "temperror"]
@@ -96,6 +107,7 @@ class Conn:
         self.s.connect(path)
         self.buf = b""
         self.hello_ok = None
+        self.last_flags = 0
         if do_hello:
             self.s.sendall(hello_frame())
             f = self.read()
@@ -106,7 +118,7 @@ class Conn:
                 ">B3xIQIII", p[:28])
             self.hello_ok = dict(version=ver, max_frame=max_frame, max_message=max_msg,
                                  max_header=max_hdr, max_inflight=max_inflight,
-                                 max_chunk=max_chunk)
+                                 max_chunk=max_chunk, flags=self.last_flags)
 
     def send(self, data):
         self.s.sendall(data)
@@ -117,6 +129,7 @@ class Conn:
             if len(self.buf) >= 12:
                 ver, t, flags, rid, plen = HDR.unpack(self.buf[:12])
                 if len(self.buf) >= 12 + plen:
+                    self.last_flags = flags
                     p = self.buf[12:12 + plen]
                     self.buf = self.buf[12 + plen:]
                     return (t, rid, p)
@@ -128,8 +141,31 @@ class Conn:
                 return None
             self.buf += d
 
+    def send_fds(self, data, fds):
+        socket.send_fds(self.s, [data], fds)
+
     def close(self):
         self.s.close()
+
+
+def shm_region(size, seal=True):
+    """A memfd of size bytes, sealed against shrinking as PROTOCOL.md 4.9 asks; returns
+    (fd, writable mmap)."""
+    fd = os.memfd_create("daemon_test", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    os.ftruncate(fd, size)
+    if seal:
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW)
+    return fd, mmap.mmap(fd, size)
+
+
+def shm_attach(c, rid, fd, size):
+    """Sends SHM_ATTACH with fd; returns the answer frame."""
+    c.send_fds(frame(SHM_ATTACH, rid, struct.pack(">Q", size)), [fd] if fd is not None else [])
+    return c.read()
+
+
+def verify_shm_frame(rid, now, off, length, authserv=None):
+    return frame(VERIFY_SHM, rid, options(now, authserv) + struct.pack(">QQ", off, length))
 
 
 def latin1_fallback(b):
@@ -288,12 +324,28 @@ def wait_idle(path, timeout=10):
 
 # ---- request drivers ----
 
-def run_pipelined(path, reqs, depth=64, streamed=False, seed=0):
+def run_pipelined(path, reqs, depth=64, streamed=False, seed=0, shm=False):
     """Sends reqs [(msg, now)] on one connection with up to depth outstanding; returns
-    {index: (type, payload)}."""
+    {index: (type, payload)}. shm: every message is placed in a shared region (at a
+    random gap after the previous one) and sent as VERIFY_SHM."""
     rnd = random.Random(seed)
     c = Conn(path)
     out, nxt, pending = {}, 0, 0
+    places = []
+    if shm:
+        size = sum(len(m) + 64 for m, _ in reqs) + 4096
+        fd, region = shm_region(size)
+        pos = 0
+        for m, _ in reqs:
+            pos += rnd.randint(0, 63)
+            region[pos:pos + len(m)] = m
+            places.append((pos, len(m)))
+            pos += len(m)
+        f = shm_attach(c, 0xFFFFFFFF, fd, size)
+        os.close(fd)
+        if f is None or f[0] != SHM_ATTACH_OK:
+            c.close()
+            return {}
     try:
         while len(out) < len(reqs):
             while pending < depth and nxt < len(reqs):
@@ -308,6 +360,8 @@ def run_pipelined(path, reqs, depth=64, streamed=False, seed=0):
                         data += frame(BODY, rid, msg[pos:pos + n])
                         pos += n
                     data += frame(END, rid)
+                elif shm:
+                    data = verify_shm_frame(rid, now, *places[nxt])
                 else:
                     data = frame(VERIFY, rid, options(now) + msg)
                 c.send(data)
@@ -399,6 +453,8 @@ def t_conformance(dkimd, dkimctl, shared, tmp):
                 ok = compare(run_pipelined(d.path, reqs, streamed=True, seed=zi), reqs, exp,
                              label)
                 check(ok, "conformance %s: streamed in random chunks" % label)
+                ok = compare(run_pipelined(d.path, reqs, shm=True, seed=zi), reqs, exp, label)
+                check(ok, "conformance %s: through shared memory (VERIFY_SHM)" % label)
                 # 32 connections at once, each sending the whole group (repeated so that
                 # each connection has at least 64 requests in flight at some point).
                 many = reqs * max(1, (128 + len(reqs) - 1) // len(reqs))
@@ -966,6 +1022,176 @@ def t_connections(dkimd, root, tmp):
         check(d.stop() == 0, "connections daemon exits 0")
 
 
+def expect_request_error(c, rid, code, what):
+    """The next frame is ERROR code on rid (the connection goes on)."""
+    f = c.read()
+    ok = f is not None and f[0] == ERROR and f[1] == rid and parse_error(f[2])[0] == code
+    detail = parse_error(f[2]) if f is not None and f[0] == ERROR else f
+    return check(ok, "%s: ERROR %d on the request (%r)" % (what, code, detail))
+
+
+def t_shm(dkimd, root, tmp):
+    zone = os.path.join(root, "samples", "keys.zone")
+    samples = sorted(f for f in os.listdir(os.path.join(root, "samples")) if f.endswith(".eml"))
+    msgs = [open(os.path.join(root, "samples", f), "rb").read() for f in samples]
+    now = 1764003600
+    d = Daemon(dkimd, tmp, ["--zone", zone, "--workers", "2", "--max-shm", "1m",
+                            "--max-message", "256k"], "shm")
+    try:
+        good = Conn(d.path)
+        check(good.hello_ok["flags"] & F_SHM, "shm: HELLO_OK announces the shared memory flag")
+        # the socket answers, for comparison
+        expected = []
+        for k, m in enumerate(msgs):
+            good.send(frame(VERIFY, k + 1, options(now) + m))
+            f = good.read()
+            expected.append(summary(*parse_result(f[2])) if f and f[0] == RESULT else None)
+
+        def alive(what):
+            good.send(frame(PING, 77, b"x"))
+            f = good.read()
+            return check(f is not None and f[0] == PONG, "shm: %s, the daemon still serves" %
+                         what)
+
+        c = Conn(d.path)
+        c.send(verify_shm_frame(5, now, 0, 10))
+        expect_request_error(c, 5, E_PROTOCOL, "shm: VERIFY_SHM before SHM_ATTACH")
+        f = shm_attach(c, 6, None, 4096)
+        check(f is not None and f[0] == ERROR and f[1] == 6 and parse_error(f[2])[0] ==
+              E_MALFORMED, "shm: SHM_ATTACH without a descriptor: ERROR 1 (%r)" %
+              (parse_error(f[2]) if f and f[0] == ERROR else f,))
+        fd, _ = shm_region(4096, seal=False)
+        f = shm_attach(c, 7, fd, 4096)
+        os.close(fd)
+        check(f is not None and f[0] == ERROR and "sealed" in parse_error(f[2])[1],
+              "shm: an unsealed memfd is refused (%r)" % (parse_error(f[2]) if f else f,))
+        plain = os.path.join(tmp, "plain.bin")
+        with open(plain, "wb") as pf:
+            pf.write(b"\0" * 4096)
+        fd = os.open(plain, os.O_RDONLY)
+        f = shm_attach(c, 8, fd, 4096)
+        os.close(fd)
+        check(f is not None and f[0] == ERROR and f[1] == 8,
+              "shm: a plain file (no seals) is refused (%r)" %
+              (parse_error(f[2]) if f and f[0] == ERROR else f,))
+        fd, _ = shm_region(4096)
+        f = shm_attach(c, 9, fd, 8192)
+        os.close(fd)
+        check(f is not None and f[0] == ERROR and f[1] == 9,
+              "shm: a size over the memfd's is refused (%r)" %
+              (parse_error(f[2]) if f and f[0] == ERROR else f,))
+        fd, _ = shm_region(2 << 20)
+        f = shm_attach(c, 10, fd, 2 << 20)
+        os.close(fd)
+        check(f is not None and f[0] == ERROR and parse_error(f[2])[0] == E_TOO_LARGE,
+              "shm: a region over --max-shm is refused with ERROR 3")
+        # a good one, then every sample at odd offsets, equal to the socket's answers
+        size = 1 << 20
+        fd, region = shm_region(size)
+        f = shm_attach(c, 11, fd, size)
+        os.close(fd)
+        check(f is not None and f[0] == SHM_ATTACH_OK and f[1] == 11, "shm: SHM_ATTACH_OK")
+        fd2, _ = shm_region(4096)
+        f = shm_attach(c, 12, fd2, 4096)
+        os.close(fd2)
+        expect_request_error_ok = f is not None and f[0] == ERROR and f[1] == 12 and \
+            parse_error(f[2])[0] == E_PROTOCOL
+        check(expect_request_error_ok, "shm: a second SHM_ATTACH gets ERROR 8")
+        same = True
+        for k, m in enumerate(msgs):
+            off = 1 + 4099 * k
+            region[off:off + len(m)] = m
+            c.send(verify_shm_frame(100 + k, now, off, len(m)))
+            f = c.read()
+            got = summary(*parse_result(f[2])) if f and f[0] == RESULT else f
+            if got != expected[k]:
+                same = False
+                print("    %s: %r != %r" % (samples[k], got, expected[k]))
+        check(same, "shm: %d samples through VERIFY_SHM, answers equal to VERIFY's" % len(msgs))
+        c.send(verify_shm_frame(200, now, size - 10, 11))
+        expect_request_error(c, 200, E_MALFORMED, "shm: a range past the region's end")
+        c.send(verify_shm_frame(201, now, 300 << 10, 300 << 10))
+        expect_request_error(c, 201, E_TOO_LARGE, "shm: a message over --max-message")
+        c.send(frame(VERIFY_SHM, 202, options(now) + struct.pack(">QQ", 2**64 - 2, 4)))
+        expect_error_or_close(c, [E_MALFORMED], "shm: offset + length overflowing 64 bits")
+        c.close()
+        alive("after the refusals")
+
+        # Two descriptors with one frame: the connection is closed, nothing leaks.
+        c = Conn(d.path)
+        fa, _ = shm_region(4096)
+        fb, _ = shm_region(4096)
+        c.send_fds(frame(SHM_ATTACH, 3, struct.pack(">Q", 4096)), [fa, fb])
+        os.close(fa)
+        os.close(fb)
+        expect_error_or_close(c, [E_PROTOCOL], "shm: two descriptors at once")
+        c.close()
+
+        # A client that rewrites the region while the daemon verifies from it: the
+        # verdicts are whatever the bytes were, the daemon survives, and the next clean
+        # request passes.
+        c = Conn(d.path)
+        fd, region = shm_region(size)
+        f = shm_attach(c, 1, fd, size)
+        os.close(fd)
+        base = msgs[0] * (200000 // len(msgs[0]))
+        region[0:len(base)] = base
+        stop = threading.Event()
+
+        def scribble():
+            rnd = random.Random(7)
+            junk = [b"\r", b"\n", b" ", b"\t", b":", b";", b"=", b"\0", b"\xff", b"a"]
+            while not stop.is_set():
+                for _ in range(200):
+                    pos = rnd.randrange(len(base))
+                    region[pos:pos + 1] = rnd.choice(junk)
+                region[0:len(base)] = base
+        th = threading.Thread(target=scribble)
+        th.start()
+        answered = 0
+        try:
+            for k in range(300):
+                c.send(verify_shm_frame(1000 + k, now, 0, len(base)))
+                f = c.read()
+                if f is not None and f[0] in (RESULT, ERROR) and f[1] == 1000 + k:
+                    answered += 1
+        finally:
+            stop.set()
+            th.join()
+        check(answered == 300, "shm: 300 requests over a region rewritten under them, %d "
+              "answered" % answered)
+        off = len(base) + 1
+        region[off:off + len(msgs[0])] = msgs[0]
+        c.send(verify_shm_frame(5000, now, off, len(msgs[0])))
+        f = c.read()
+        check(f is not None and f[0] == RESULT and
+              summary(*parse_result(f[2])) == expected[0],
+              "shm: a clean request afterwards on the same connection verifies as before")
+        c.close()
+        alive("after the rewritten region")
+        st = stats(d.path)
+        check(st.get("shm.attached", 0) >= 2 and st.get("shm.requests", 0) >= 300,
+              "shm: stats count attachments (%r) and requests (%r)" %
+              (st.get("shm.attached"), st.get("shm.requests")))
+        good.close()
+    finally:
+        check(d.stop() == 0, "shm daemon exits 0")
+
+    # --max-shm 0: no flag in HELLO_OK, SHM_ATTACH refused.
+    d = Daemon(dkimd, tmp, ["--zone", zone, "--workers", "1", "--max-shm", "0"], "noshm")
+    try:
+        c = Conn(d.path)
+        check(not (c.hello_ok["flags"] & F_SHM), "shm: --max-shm 0 clears the HELLO_OK flag")
+        fd, _ = shm_region(4096)
+        f = shm_attach(c, 1, fd, 4096)
+        os.close(fd)
+        check(f is not None and f[0] == ERROR and parse_error(f[2])[0] == E_PROTOCOL,
+              "shm: --max-shm 0 refuses SHM_ATTACH with ERROR 8")
+        c.close()
+    finally:
+        check(d.stop() == 0, "noshm daemon exits 0")
+
+
 def main():
     if len(sys.argv) != 3:
         print(__doc__)
@@ -986,6 +1212,7 @@ def main():
             ("admin", lambda: t_admin(dkimd, dkimctl, root, tmp)),
             ("resolver", lambda: t_resolver_sigterm(dkimd, dkimctl, root, tmp)),
             ("stream", lambda: t_stream(dkimd, dkimctl, root, tmp)),
+            ("shm", lambda: t_shm(dkimd, root, tmp)),
             ("conformance", lambda: t_conformance(dkimd, dkimctl, shared, tmp)),
         ]
         for name, fn in tests:

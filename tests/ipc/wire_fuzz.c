@@ -80,6 +80,25 @@ static void roundtrip(uint8_t type, dkd_span p)
         }
         break;
     }
+    case DKD_WIRE_VERIFY_SHM: {
+        dkd_wire_verify_shm m;
+        if (dkd_wire_decode_verify_shm(p, &m) == 0) {
+            inside(m.opts.authserv_id, p);
+            CHECK(m.offset <= UINT64_MAX - m.length);
+            dkd_wire_put_verify_shm(&b, 1, &m);
+            same_payload(&b, type, p);
+        }
+        break;
+    }
+    case DKD_WIRE_SHM_ATTACH: {
+        uint64_t size;
+        if (dkd_wire_decode_shm_attach(p, &size) == 0) {
+            CHECK(size >= 1);
+            dkd_wire_put_shm_attach(&b, 1, size);
+            same_payload(&b, type, p);
+        }
+        break;
+    }
     case DKD_WIRE_RESULT: {
         dkd_wire_result m;
         if (dkd_wire_decode_result(p, &m) == 0) {
@@ -161,8 +180,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
               memcmp(b.ptr, payload.ptr - DKD_WIRE_HEADER_LEN, DKD_WIRE_HEADER_LEN) == 0);
         dkd_wbuf_free(&b);
     }
-    static const uint8_t types[] = {DKD_WIRE_HELLO,  DKD_WIRE_HELLO_OK,    DKD_WIRE_VERIFY,
-                                    DKD_WIRE_RESULT, DKD_WIRE_STATS_REPLY, DKD_WIRE_ERROR};
+    static const uint8_t types[] = {DKD_WIRE_HELLO,      DKD_WIRE_HELLO_OK,  DKD_WIRE_VERIFY,
+                                    DKD_WIRE_VERIFY_SHM, DKD_WIRE_SHM_ATTACH, DKD_WIRE_RESULT,
+                                    DKD_WIRE_STATS_REPLY, DKD_WIRE_ERROR};
     for (size_t k = 0; k < sizeof types; k++) {
         roundtrip(types[k], dkd__span(data, size));
     }

@@ -68,6 +68,7 @@ enum {
     DKD_CLIENT_ERR_BUSY = -4422,            /* max requests in flight reached: process first */
     DKD_CLIENT_ERR_STATE = -4423,           /* call out of order (body without begin, ...) */
     DKD_CLIENT_ERR_ARG = -4424,             /* bad argument (authserv-id not printable, ...) */
+    DKD_CLIENT_ERR_UNSUPPORTED = -4425,     /* the daemon does not offer this (shared memory) */
 };
 
 /* dkd_client_strerror describes any code returned by a dkd_client_ call. Never NULL. */
@@ -120,6 +121,20 @@ void dkd_client_set_timeout(dkd_client *c, int timeout_ms);
 
 /* dkd_client_limits returns the limits of the current connection. */
 dkd_client_limits dkd_client_get_limits(const dkd_client *c);
+
+/*
+ * dkd_client_use_shm makes messages travel through a shared memory region of `bytes`
+ * (a sealed memfd mapped by both sides) instead of through the socket: a submitted
+ * message is copied into the region and only its place is sent, so the daemon reads it
+ * where it lies instead of copying it out of a socket buffer (at 200 KB messages that
+ * copy is a fifth of the daemon's CPU per message). Messages that do not fit the free
+ * part of the region at that moment go over the socket as before, so the region bounds
+ * memory, not message size; a region of 4 x (requests in flight) x (typical message)
+ * keeps most of them in it. Blocking (one exchange with the daemon); re-attached on
+ * every reconnection. Returns 0, DKD_CLIENT_ERR_UNSUPPORTED when the daemon does not
+ * offer it (everything then keeps using the socket), or another negative code.
+ */
+int dkd_client_use_shm(dkd_client *c, size_t bytes);
 
 /* ---- blocking API ---- */
 
