@@ -11,10 +11,19 @@
  *   base64 - 76-column base64 lines (attachments);
  *   lf     - clean prose with bare LF line ends (a body handed over with Unix newlines);
  *   html   - indented markup: runs of 2-12 spaces at line starts.
- * Figures are input bytes/s. BM_CanonOnly uses a counting sink (no hash), so it is the
- * canonicalization cost alone. Run from a --buildtype=release build:
- *   build-rel/bench/bench_canon_simd --benchmark_repetitions=5 \
- *       --benchmark_report_aggregates_only=true
+ * Figures are input bytes/s. Which hash ran is in the row's name:
+ *   BM_Sha256Evp          - OpenSSL's EVP SHA-256 alone over the body: the hardware limit,
+ *                           the baseline every other row is read against;
+ *   BM_Sha256ShaNi        - our SHA-NI SHA-256 (engine/sha256.c) alone, same bytes;
+ *   BM_CanonSha256Evp     - canonicalization into OpenSSL's SHA-256 (a sink per batch);
+ *   BM_CanonSha256ShaNi   - canonicalization into our SHA-256, what verify.c runs for
+ *                           sha256 on a SHA-NI CPU: the AVX2/AVX-512 relaxed rewriters
+ *                           compress their output inside their loop (fused);
+ *   BM_CanonOnly          - a counting sink, no hash: the canonicalization cost alone;
+ *   BM_SimpleCanonSha256* - the same for simple.
+ * Run from a --buildtype=release build:
+ *   taskset -c 1 build-rel/bench/bench_canon_simd --benchmark_min_time=0.1 \
+ *       --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
  */
 #include <benchmark/benchmark.h>
 
@@ -23,7 +32,9 @@
 
 #include <openssl/evp.h>
 
+#include "canon_fuse_stages.h"
 #include "canon_simd_stages.h"
+#include "sha256.h"
 
 namespace
 {
@@ -77,7 +88,7 @@ std::string make_body(size_t size, Kind kind)
     return out;
 }
 
-void BM_Sha256(benchmark::State &state)
+void BM_Sha256Evp(benchmark::State &state)
 {
     std::string body = make_body(size_t(state.range(0)), Kind(state.range(1)));
     EVP_MD *sha256 = EVP_MD_fetch(nullptr, "SHA256", nullptr);
@@ -91,6 +102,40 @@ void BM_Sha256(benchmark::State &state)
     }
     EVP_MD_CTX_free(md);
     EVP_MD_free(sha256);
+    state.SetBytesProcessed(int64_t(state.iterations()) * int64_t(body.size()));
+}
+
+void BM_Sha256ShaNi(benchmark::State &state)
+{
+    if (!dkd__sha256_available()) {
+        state.SkipWithError("this CPU has no SHA-NI");
+        return;
+    }
+    std::string body = make_body(size_t(state.range(0)), Kind(state.range(1)));
+    uint8_t out[32];
+    for (auto _ : state) {
+        dkd_sha256 s;
+        dkd__sha256_init(&s);
+        dkd__sha256_update(&s, reinterpret_cast<const uint8_t *>(body.data()), body.size());
+        dkd__sha256_final(&s, out);
+        benchmark::DoNotOptimize(out);
+    }
+    state.SetBytesProcessed(int64_t(state.iterations()) * int64_t(body.size()));
+}
+
+void fused_bench(benchmark::State &state, bool relaxed, int impl)
+{
+    if (!cfs_supported(impl)) {
+        state.SkipWithError("this CPU cannot run this implementation or has no SHA-NI");
+        return;
+    }
+    std::string body = make_body(size_t(state.range(0)), Kind(state.range(1)));
+    const uint8_t *p = reinterpret_cast<const uint8_t *>(body.data());
+    uint8_t out[32];
+    for (auto _ : state) {
+        benchmark::DoNotOptimize(cfs_body_sha256(p, body.size(), relaxed, impl, out));
+        benchmark::DoNotOptimize(out);
+    }
     state.SetBytesProcessed(int64_t(state.iterations()) * int64_t(body.size()));
 }
 
@@ -129,9 +174,15 @@ void canon_bench(benchmark::State &state, bool relaxed, int impl, bool hash)
     BENCHMARK_CAPTURE(name, relaxed_avx2, relaxed, BCS_AVX2, hash)->BODY_ARGS;                     \
     BENCHMARK_CAPTURE(name, relaxed_avx512, relaxed, BCS_AVX512, hash)->BODY_ARGS;
 
-void BM_CanonSha256(benchmark::State &state, bool relaxed, int impl, bool hash)
+void BM_CanonSha256Evp(benchmark::State &state, bool relaxed, int impl, bool hash)
 {
     canon_bench(state, relaxed, impl, hash);
+}
+
+void BM_CanonSha256ShaNi(benchmark::State &state, bool relaxed, int impl, bool hash)
+{
+    (void)hash;
+    fused_bench(state, relaxed, impl);
 }
 
 void BM_CanonOnly(benchmark::State &state, bool relaxed, int impl, bool hash)
@@ -139,17 +190,26 @@ void BM_CanonOnly(benchmark::State &state, bool relaxed, int impl, bool hash)
     canon_bench(state, relaxed, impl, hash);
 }
 
-void BM_SimpleCanonSha256(benchmark::State &state, bool relaxed, int impl, bool hash)
+void BM_SimpleCanonSha256Evp(benchmark::State &state, bool relaxed, int impl, bool hash)
 {
     canon_bench(state, relaxed, impl, hash);
 }
 
-BENCHMARK(BM_Sha256)->BODY_ARGS;
-CANON_CASES(BM_CanonSha256, true, true)
+void BM_SimpleCanonSha256ShaNi(benchmark::State &state, bool relaxed, int impl, bool hash)
+{
+    (void)hash;
+    fused_bench(state, relaxed, impl);
+}
+
+BENCHMARK(BM_Sha256Evp)->BODY_ARGS;
+BENCHMARK(BM_Sha256ShaNi)->BODY_ARGS;
+CANON_CASES(BM_CanonSha256Evp, true, true)
+CANON_CASES(BM_CanonSha256ShaNi, true, true)
 CANON_CASES(BM_CanonOnly, true, false)
-BENCHMARK_CAPTURE(BM_SimpleCanonSha256, simple_scalar, false, BCS_SCALAR, true)->BODY_ARGS;
-BENCHMARK_CAPTURE(BM_SimpleCanonSha256, simple_sse2, false, BCS_SSE2, true)->BODY_ARGS;
-BENCHMARK_CAPTURE(BM_SimpleCanonSha256, simple_avx2, false, BCS_AVX2, true)->BODY_ARGS;
+BENCHMARK_CAPTURE(BM_SimpleCanonSha256Evp, simple_scalar, false, BCS_SCALAR, true)->BODY_ARGS;
+BENCHMARK_CAPTURE(BM_SimpleCanonSha256Evp, simple_sse2, false, BCS_SSE2, true)->BODY_ARGS;
+BENCHMARK_CAPTURE(BM_SimpleCanonSha256Evp, simple_avx2, false, BCS_AVX2, true)->BODY_ARGS;
+BENCHMARK_CAPTURE(BM_SimpleCanonSha256ShaNi, simple_avx2, false, BCS_AVX2, true)->BODY_ARGS;
 
 } // namespace
 
