@@ -505,6 +505,9 @@ static void test_blocking_samples(void **state)
     dkd_client_limits lim = dkd_client_get_limits(c);
     assert_int_equal(lim.max_frame, 1 << 20);
     assert_int_equal(lim.max_inflight, 64);
+    /* The fake server announces no features: shared memory is declined up front and
+     * everything goes over the socket. */
+    assert_int_equal(dkd_client_use_shm(c, 1 << 20), DKD_CLIENT_ERR_UNSUPPORTED);
     dkd_client_opts o = opts_now;
     o.authserv_id = "mx.example.net";
     for (size_t k = 0; k < nsamples; k++) {
@@ -851,6 +854,21 @@ static void daemon_stop(pid_t pid)
     assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 }
 
+/* counter returns one of the daemon's STATS counters (0 when absent). */
+static uint64_t counter(dkd_client *c, const char *name)
+{
+    dkd_client_counters *st;
+    assert_int_equal(dkd_client_stats(c, &st), 0);
+    uint64_t v = 0;
+    for (size_t k = 0; k < st->count; k++) {
+        if (strcmp(st->v[k].name, name) == 0) {
+            v = st->v[k].value;
+        }
+    }
+    dkd_client_counters_free(st);
+    return v;
+}
+
 static void test_real_daemon(void **state)
 {
     const char *bin = getenv("DKD_DKIMD");
@@ -937,6 +955,55 @@ static void test_real_daemon(void **state)
     }
     free(jobs);
 
+    /* Through shared memory: a region of 16 KiB holds a few samples at a time, so the
+     * pipelined run goes partly through it and partly over the socket when it is full;
+     * every answer must be the engine's either way. */
+    dkd_client *sc;
+    assert_int_equal(dkd_client_connect(sock, &sc), 0);
+    assert_int_equal(dkd_client_use_shm(sc, 16384), 0);
+    assert_int_equal(dkd_client_use_shm(sc, 16384), DKD_CLIENT_ERR_STATE);
+    uint64_t shm_before = counter(sc, "shm.requests");
+    jobs = calloc(N, sizeof *jobs);
+    completions = 0;
+    submitted = 0;
+    while (submitted < N) {
+        job *j = &jobs[submitted];
+        j->sample = (size_t)submitted % nsamples;
+        j->order = -1;
+        int rc = dkd_client_submit(sc, samples[j->sample].msg, samples[j->sample].len, &opts_now,
+                                   job_done, j);
+        if (rc == DKD_CLIENT_ERR_BUSY) {
+            run_until(sc, completions + 1);
+            continue;
+        }
+        assert_int_equal(rc, 0);
+        submitted++;
+    }
+    run_until(sc, N);
+    for (int k = 0; k < N; k++) {
+        assert_int_equal(jobs[k].status, 0);
+        expect_same(jobs[k].r, samples[jobs[k].sample].msg, samples[jobs[k].sample].len,
+                    "daemon.example");
+        dkd_client_result_free(jobs[k].r);
+    }
+    free(jobs);
+    uint64_t via_shm = counter(sc, "shm.requests") - shm_before;
+    if (!(via_shm > 0 && via_shm < N)) {
+        fail_msg("%llu of %d requests through shared memory", (unsigned long long)via_shm, N);
+    }
+    dkd_client_close(sc);
+
+    /* A 5 MB message in one VERIFY_SHM (over max_frame, so it would stream otherwise). */
+    assert_int_equal(dkd_client_connect(sock, &sc), 0);
+    assert_int_equal(dkd_client_use_shm(sc, 8u << 20), 0);
+    big = big_message(&samples[1], 5u << 20, &blen);
+    shm_before = counter(sc, "shm.requests");
+    assert_int_equal(dkd_client_verify(sc, big, blen, &opts_now, &r), 0);
+    expect_same(r, big, blen, "daemon.example");
+    dkd_client_result_free(r);
+    assert_true(counter(sc, "shm.requests") == shm_before + 1);
+    free(big);
+
     dkd_client_counters *st;
     assert_int_equal(dkd_client_stats(c, &st), 0);
     bool served = false;
@@ -955,6 +1022,12 @@ static void test_real_daemon(void **state)
     expect_same(r, samples[0].msg, samples[0].len, "daemon.example");
     dkd_client_result_free(r);
     assert_int_equal(dkd_client_ping(c), 0);
+    /* The shared memory client re-attaches its region on the new connection. */
+    assert_int_equal(dkd_client_verify(sc, samples[0].msg, samples[0].len, &opts_now, &r), 0);
+    expect_same(r, samples[0].msg, samples[0].len, "daemon.example");
+    dkd_client_result_free(r);
+    assert_true(counter(sc, "shm.requests") == 1);
+    dkd_client_close(sc);
 
     dkd_client_close(c);
     daemon_stop(daemon_pid);

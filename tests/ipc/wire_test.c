@@ -86,6 +86,14 @@ static int dec_error(dkd_span p, void *o)
 {
     return dkd_wire_decode_error(p, o);
 }
+static int dec_verify_shm(dkd_span p, void *o)
+{
+    return dkd_wire_decode_verify_shm(p, o);
+}
+static int dec_shm_attach(dkd_span p, void *o)
+{
+    return dkd_wire_decode_shm_attach(p, o);
+}
 
 /* ---- frames ---- */
 
@@ -231,6 +239,62 @@ static void test_hello_ok(void **state)
         assert_int_equal(dkd_wire_decode_hello_ok(p, &d), DKD_WIRE_ERR_MALFORMED);
     }
     free(raw);
+
+    /* Features ride in the header's flags; the payload does not change. */
+    dkd_wire_hello_ok feat = sample_ok;
+    feat.features = DKD_WIRE_F_SHM;
+    dkd_wbuf_reset(&b);
+    dkd_wire_put_hello_ok(&b, 0, &feat);
+    p = split_one(&b, &h);
+    assert_int_equal(h.flags, DKD_WIRE_F_SHM);
+    check_exact(p, dec_hello_ok, &d);
+    dkd_wbuf_free(&b);
+    (void)state;
+}
+
+static void test_shm_frames(void **state)
+{
+    dkd_wbuf b;
+    dkd_wbuf_init(&b);
+    dkd_wire_put_shm_attach(&b, 9, 1ull << 33);
+    dkd_wire_header h;
+    dkd_span p = split_one(&b, &h);
+    assert_int_equal(h.type, DKD_WIRE_SHM_ATTACH);
+    assert_int_equal(h.request_id, 9);
+    assert_int_equal(p.len, 8);
+    uint64_t size;
+    check_exact(p, dec_shm_attach, &size);
+    assert_true(size == 1ull << 33);
+    static const uint8_t zero[8];
+    assert_int_equal(dkd_wire_decode_shm_attach(dkd__span(zero, 8), &size), DKD_WIRE_ERR_MALFORMED);
+
+    dkd_wire_verify_shm v = {.opts = {.has_authserv_id = true,
+                                      .authserv_id = S("mx.example.net"),
+                                      .has_time = true,
+                                      .time = -5},
+                             .offset = 4096,
+                             .length = 123456};
+    dkd_wbuf_reset(&b);
+    dkd_wire_put_verify_shm(&b, 10, &v);
+    p = split_one(&b, &h);
+    assert_int_equal(h.type, DKD_WIRE_VERIFY_SHM);
+    dkd_wire_verify_shm d;
+    check_exact(p, dec_verify_shm, &d);
+    assert_true(d.offset == 4096 && d.length == 123456 && d.opts.time == -5);
+    assert_true(span_eq(d.opts.authserv_id, S("mx.example.net")));
+    /* A range that wraps around 2^64 is malformed. */
+    v = (dkd_wire_verify_shm){.offset = UINT64_MAX - 3, .length = 4};
+    dkd_wbuf_reset(&b);
+    dkd_wire_put_verify_shm(&b, 11, &v);
+    p = split_one(&b, &h);
+    assert_int_equal(dkd_wire_decode_verify_shm(p, &d), DKD_WIRE_ERR_MALFORMED);
+    v.offset = UINT64_MAX - 4;
+    dkd_wbuf_reset(&b);
+    dkd_wire_put_verify_shm(&b, 11, &v);
+    p = split_one(&b, &h);
+    check_exact(p, dec_verify_shm, &d);
+    assert_string_equal(dkd_wire_type_name(DKD_WIRE_VERIFY_SHM), "VERIFY_SHM");
+    assert_string_equal(dkd_wire_type_name(DKD_WIRE_SHM_ATTACH_OK), "SHM_ATTACH_OK");
     dkd_wbuf_free(&b);
     (void)state;
 }
@@ -709,6 +773,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_hello),
         cmocka_unit_test(test_hello_ok),
         cmocka_unit_test(test_verify),
+        cmocka_unit_test(test_shm_frames),
         cmocka_unit_test(test_result),
         cmocka_unit_test(test_stats_error_data),
         cmocka_unit_test(test_wbuf),
