@@ -315,8 +315,9 @@ static inline block_plan plan_block(uint64_t w, uint64_t tab, uint64_t crm, uint
 /* The loop both rewriters share; LOAD_MASKS(e) sets w, tab, crm, lfm and the SP-for-WSP
  * block, COMPACT(keep, dst) writes the kept bytes of it and yields their count. The
  * fused versions hash as they go: HASH_BEGIN before the loop, HASH_STEP at the top of
- * each iteration, HASH_END after it (empty for the plain ones; see HASH_STEP_SHA). */
-#define BLOCKS_LOOP(LOAD_MASKS, COMPACT, HASH_BEGIN, HASH_STEP, HASH_END)                          \
+ * each iteration, HASH_END after it (empty for the plain ones; see HASH_STEP_SHA).
+ * TAKE_BACK 1 hands runs of unchanged blocks back to the scanner (plain versions). */
+#define BLOCKS_LOOP(LOAD_MASKS, COMPACT, HASH_BEGIN, HASH_STEP, HASH_END, TAKE_BACK)               \
     bool data = *line_has_data;                                                                    \
     size_t o = *out_len;                                                                           \
     size_t e = i;                                                                                  \
@@ -359,7 +360,7 @@ static inline block_plan plan_block(uint64_t w, uint64_t tab, uint64_t crm, uint
          * mispredicted on text with a fix every block or two); after 4 in a row they are          \
          * taken back and left to the caller's scanner, which passes such text on                  \
          * without a copy. */                                                                      \
-        clean = (clean + 64) & (0 - (size_t)pl.verbatim);                                          \
+        clean = TAKE_BACK ? (clean + 64) & (0 - (size_t)pl.verbatim) : 0;                          \
         if (clean >= 256) {                                                                        \
             e -= clean;                                                                            \
             o -= clean;                                                                            \
@@ -386,9 +387,9 @@ static inline block_plan plan_block(uint64_t w, uint64_t tab, uint64_t crm, uint
  * retired and reached the cache; a store of the last iteration retires only after the
  * previous block's rounds, which put that whole chain in front of the next block's
  * message loads (measured: text 1.37 GB/s hashing one iteration back, 1.61 two back,
- * SHA-256 alone 1.66). The last `clean` bytes may still be taken back (4 unchanged
- * blocks in a row go back to the scanner), so they wait too. The state stays in two
- * registers for the whole loop.
+ * SHA-256 alone 1.66). The fused loops never take unchanged blocks back (TAKE_BACK 0),
+ * so `clean` stays 0 there; it is kept in the bound so the rule holds if they ever do.
+ * The state stays in two registers for the whole loop.
  */
 #define HASH_BEGIN_SHA                                                                             \
     size_t o0 = sha->len;                                                                          \
@@ -469,7 +470,7 @@ AVX2 size_t dkd__canon_relaxed_blocks_avx2(const uint8_t *p, size_t i, size_t n,
     const __m256i sp = _mm256_set1_epi8(' '), ht = _mm256_set1_epi8('\t');
     const __m256i cr = _mm256_set1_epi8('\r'), lf = _mm256_set1_epi8('\n');
     uint8_t blk[64];
-    BLOCKS_LOOP(LOAD_MASKS_AVX2, COMPACT_AVX2, NO_HASH, NO_HASH, NO_HASH);
+    BLOCKS_LOOP(LOAD_MASKS_AVX2, COMPACT_AVX2, NO_HASH, NO_HASH, NO_HASH, 1);
 }
 
 #define AVX2_SHA __attribute__((target("avx2,sha")))
@@ -482,7 +483,7 @@ AVX2_SHA size_t dkd__canon_relaxed_blocks_avx2_sha(const uint8_t *p, size_t i, s
     const __m256i sp = _mm256_set1_epi8(' '), ht = _mm256_set1_epi8('\t');
     const __m256i cr = _mm256_set1_epi8('\r'), lf = _mm256_set1_epi8('\n');
     uint8_t blk[64];
-    BLOCKS_LOOP(LOAD_MASKS_AVX2, COMPACT_AVX2, HASH_BEGIN_SHA, HASH_STEP_SHA, HASH_END_SHA);
+    BLOCKS_LOOP(LOAD_MASKS_AVX2, COMPACT_AVX2, HASH_BEGIN_SHA, HASH_STEP_SHA, HASH_END_SHA, 0);
 }
 
 /* ---- AVX-512 VBMI2: the same with compares into mask registers and VPCOMPRESSB ---- */
@@ -512,7 +513,7 @@ AVX512 size_t dkd__canon_relaxed_blocks_avx512(const uint8_t *p, size_t i, size_
     const __m512i sp = _mm512_set1_epi8(' '), ht = _mm512_set1_epi8('\t');
     const __m512i cr = _mm512_set1_epi8('\r'), lf = _mm512_set1_epi8('\n');
     __m512i blk;
-    BLOCKS_LOOP(LOAD_MASKS_AVX512, COMPACT_AVX512, NO_HASH, NO_HASH, NO_HASH);
+    BLOCKS_LOOP(LOAD_MASKS_AVX512, COMPACT_AVX512, NO_HASH, NO_HASH, NO_HASH, 1);
 }
 
 #define AVX512_SHA __attribute__((target("avx2,avx512f,avx512bw,avx512vbmi2,sha")))
@@ -525,7 +526,7 @@ AVX512_SHA size_t dkd__canon_relaxed_blocks_avx512_sha(const uint8_t *p, size_t 
     const __m512i sp = _mm512_set1_epi8(' '), ht = _mm512_set1_epi8('\t');
     const __m512i cr = _mm512_set1_epi8('\r'), lf = _mm512_set1_epi8('\n');
     __m512i blk;
-    BLOCKS_LOOP(LOAD_MASKS_AVX512, COMPACT_AVX512, HASH_BEGIN_SHA, HASH_STEP_SHA, HASH_END_SHA);
+    BLOCKS_LOOP(LOAD_MASKS_AVX512, COMPACT_AVX512, HASH_BEGIN_SHA, HASH_STEP_SHA, HASH_END_SHA, 0);
 }
 
 bool dkd__cpu_has_avx512_vbmi2(void)

@@ -60,7 +60,9 @@ size_t dkd__canon_relaxed_blocks_avx512(const uint8_t *p, size_t i, size_t n, bo
  * dkd__sha256_available()): out is scratch (the caller's empty batch, *out_len == 0 on
  * entry), every byte written goes into sha (after the bytes sha already holds), and
  * *out_len is set to how many were written. The hash runs inside the rewrite loop, block
- * by block, so the two overlap in the CPU.
+ * by block, so the two overlap in the CPU. Unchanged blocks are not handed back to the
+ * scanner (that saves a copy, but here the rewrite is hidden under the hash anyway), so
+ * these also take text that is canonical as it stands.
  */
 size_t dkd__canon_relaxed_blocks_avx2_sha(const uint8_t *p, size_t i, size_t n,
                                           bool *line_has_data, uint8_t *out, size_t *out_len,
