@@ -209,7 +209,9 @@ CANON_CASES(BM_CanonOnly, true, false)
 BENCHMARK_CAPTURE(BM_SimpleCanonSha256Evp, simple_scalar, false, BCS_SCALAR, true)->BODY_ARGS;
 BENCHMARK_CAPTURE(BM_SimpleCanonSha256Evp, simple_sse2, false, BCS_SSE2, true)->BODY_ARGS;
 BENCHMARK_CAPTURE(BM_SimpleCanonSha256Evp, simple_avx2, false, BCS_AVX2, true)->BODY_ARGS;
+BENCHMARK_CAPTURE(BM_SimpleCanonSha256Evp, simple_avx512, false, BCS_AVX512, true)->BODY_ARGS;
 BENCHMARK_CAPTURE(BM_SimpleCanonSha256ShaNi, simple_avx2, false, BCS_AVX2, true)->BODY_ARGS;
+BENCHMARK_CAPTURE(BM_SimpleCanonSha256ShaNi, simple_avx512, false, BCS_AVX512, true)->BODY_ARGS;
 
 } // namespace
 

@@ -829,14 +829,16 @@ void dkd__body_update(dkd_body_canon *bc, const uint8_t *p, size_t n)
                          relaxed ? dkd__canon_scan_relaxed_avx2 : dkd__canon_scan_simple_avx2,
                          relaxed ? (rewriters){dkd__canon_relaxed_blocks_avx2,
                                                dkd__canon_relaxed_blocks_avx2_sha}
-                                 : (rewriters){NULL, NULL});
+                                 : (rewriters){dkd__canon_simple_blocks_avx2,
+                                               dkd__canon_simple_blocks_avx2_sha});
         return;
     case DKD_CANON_IMPL_AVX512:
         body_update_fast(bc, p, n,
                          relaxed ? dkd__canon_scan_relaxed_avx2 : dkd__canon_scan_simple_avx2,
                          relaxed ? (rewriters){dkd__canon_relaxed_blocks_avx512,
                                                dkd__canon_relaxed_blocks_avx512_sha}
-                                 : (rewriters){NULL, NULL});
+                                 : (rewriters){dkd__canon_simple_blocks_avx512,
+                                               dkd__canon_simple_blocks_avx512_sha});
         return;
 #endif
     default:

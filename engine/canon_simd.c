@@ -529,6 +529,70 @@ AVX512_SHA size_t dkd__canon_relaxed_blocks_avx512_sha(const uint8_t *p, size_t 
     BLOCKS_LOOP(LOAD_MASKS_AVX512, COMPACT_AVX512, HASH_BEGIN_SHA, HASH_STEP_SHA, HASH_END_SHA, 0);
 }
 
+/* ---- simple: the same loops with no WSP rule, for the bare-LF fix ---- */
+
+/*
+ * Simple canonicalization changes only bare LFs (to CRLF) and holds back blank lines,
+ * which is the relaxed plan with no WSP (w = 0): every byte is kept, a CR goes in
+ * before each bare LF, and the cuts (lone CR, blank lines with nothing after them in
+ * the block) are the same. Bodies handed over with Unix line ends then go 64 bytes a
+ * step instead of one scanner stop per line.
+ */
+#define LOAD_MASKS_SIMPLE_AVX2(at)                                                                 \
+    __m256i c0 = _mm256_loadu_si256((const __m256i *)(p + (at)));                                  \
+    __m256i c1 = _mm256_loadu_si256((const __m256i *)(p + (at) + 32));                             \
+    w = 0;                                                                                         \
+    tab = 0;                                                                                       \
+    crm = mask64(_mm256_cmpeq_epi8(c0, cr), _mm256_cmpeq_epi8(c1, cr));                            \
+    lfm = mask64(_mm256_cmpeq_epi8(c0, lf), _mm256_cmpeq_epi8(c1, lf))
+
+/* the bytes go out as they are: compact straight from the input block */
+#define COMPACT_SIMPLE_AVX2(keep, dst) compact_avx2(p + e, (keep), (dst))
+
+AVX2 size_t dkd__canon_simple_blocks_avx2(const uint8_t *p, size_t i, size_t n, bool *line_has_data,
+                                          uint8_t *out, size_t *out_len, size_t out_cap)
+{
+    const __m256i cr = _mm256_set1_epi8('\r'), lf = _mm256_set1_epi8('\n');
+    BLOCKS_LOOP(LOAD_MASKS_SIMPLE_AVX2, COMPACT_SIMPLE_AVX2, NO_HASH, NO_HASH, NO_HASH, 1);
+}
+
+AVX2_SHA size_t dkd__canon_simple_blocks_avx2_sha(const uint8_t *p, size_t i, size_t n,
+                                                  bool *line_has_data, uint8_t *out,
+                                                  size_t *out_len, size_t out_cap, dkd_sha256 *sha)
+{
+    const __m256i cr = _mm256_set1_epi8('\r'), lf = _mm256_set1_epi8('\n');
+    BLOCKS_LOOP(LOAD_MASKS_SIMPLE_AVX2, COMPACT_SIMPLE_AVX2, HASH_BEGIN_SHA, HASH_STEP_SHA,
+                HASH_END_SHA, 0);
+}
+
+#define LOAD_MASKS_SIMPLE_AVX512(at)                                                               \
+    __m512i c = _mm512_loadu_si512((const void *)(p + (at)));                                      \
+    w = 0;                                                                                         \
+    tab = 0;                                                                                       \
+    crm = _cvtmask64_u64(_mm512_cmpeq_epi8_mask(c, cr));                                           \
+    lfm = _cvtmask64_u64(_mm512_cmpeq_epi8_mask(c, lf));                                           \
+    blk = c
+
+AVX512 size_t dkd__canon_simple_blocks_avx512(const uint8_t *p, size_t i, size_t n,
+                                              bool *line_has_data, uint8_t *out, size_t *out_len,
+                                              size_t out_cap)
+{
+    const __m512i cr = _mm512_set1_epi8('\r'), lf = _mm512_set1_epi8('\n');
+    __m512i blk;
+    BLOCKS_LOOP(LOAD_MASKS_SIMPLE_AVX512, COMPACT_AVX512, NO_HASH, NO_HASH, NO_HASH, 1);
+}
+
+AVX512_SHA size_t dkd__canon_simple_blocks_avx512_sha(const uint8_t *p, size_t i, size_t n,
+                                                      bool *line_has_data, uint8_t *out,
+                                                      size_t *out_len, size_t out_cap,
+                                                      dkd_sha256 *sha)
+{
+    const __m512i cr = _mm512_set1_epi8('\r'), lf = _mm512_set1_epi8('\n');
+    __m512i blk;
+    BLOCKS_LOOP(LOAD_MASKS_SIMPLE_AVX512, COMPACT_AVX512, HASH_BEGIN_SHA, HASH_STEP_SHA,
+                HASH_END_SHA, 0);
+}
+
 bool dkd__cpu_has_avx512_vbmi2(void)
 {
     __builtin_cpu_init();

@@ -70,6 +70,18 @@ size_t dkd__canon_relaxed_blocks_avx2_sha(const uint8_t *p, size_t i, size_t n,
 size_t dkd__canon_relaxed_blocks_avx512_sha(const uint8_t *p, size_t i, size_t n,
                                             bool *line_has_data, uint8_t *out, size_t *out_len,
                                             size_t out_cap, dkd_sha256 *sha);
+/* dkd__canon_simple_blocks_*: the same contracts for simple canonicalization, whose
+ * only fix is a bare LF to CRLF (every other byte goes out as it is). */
+size_t dkd__canon_simple_blocks_avx2(const uint8_t *p, size_t i, size_t n, bool *line_has_data,
+                                     uint8_t *out, size_t *out_len, size_t out_cap);
+size_t dkd__canon_simple_blocks_avx512(const uint8_t *p, size_t i, size_t n, bool *line_has_data,
+                                       uint8_t *out, size_t *out_len, size_t out_cap);
+size_t dkd__canon_simple_blocks_avx2_sha(const uint8_t *p, size_t i, size_t n,
+                                         bool *line_has_data, uint8_t *out, size_t *out_len,
+                                         size_t out_cap, dkd_sha256 *sha);
+size_t dkd__canon_simple_blocks_avx512_sha(const uint8_t *p, size_t i, size_t n,
+                                           bool *line_has_data, uint8_t *out, size_t *out_len,
+                                           size_t out_cap, dkd_sha256 *sha);
 void dkd__canon_simd_init(void);
 
 /* dkd__cpu_has_avx2 is true when the CPU and the OS (YMM state saved) run AVX2. */

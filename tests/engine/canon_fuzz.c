@@ -2,9 +2,11 @@
  * canon_fuzz.c - fuzz target for canonicalization: on any input, the streaming body
  * code fed in fuzzer-chosen chunks, with a fuzzer-chosen l=, produces exactly the
  * bytes (and the emitted count) of the naive whole-buffer reference in canon_test.c,
- * with every body implementation this CPU runs (scalar, SSE2, AVX2: SIMD == scalar ==
- * reference); and the header code, with a fuzzer-chosen skip range, matches the
- * reference too.
+ * with every body implementation this CPU runs (scalar, SSE2, AVX2, AVX-512: SIMD ==
+ * scalar == reference); the same bodies hashed on SHA-NI through the fused path
+ * (dkd__body_set_sha256: the block rewriters compressing as they write) give OpenSSL's
+ * SHA-256 of the reference's bytes within l=; and the header code, with a fuzzer-chosen
+ * skip range, matches the reference too.
  *
  * Input layout: byte 0 = flags (bit 0 relaxed, bit 1 with_crlf, bit 2 use l=),
  * byte 1 = l= (taken relative to the body length), byte 2 = skip start, byte 3 = skip
