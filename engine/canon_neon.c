@@ -63,8 +63,7 @@ static inline uint8x16_t bad_neon(const uint8_t *q, bool relaxed)
     if (relaxed) {
         /* nx is SP, HTAB, LF or CR when the entry at its low nibble is nx itself; the
          * other entries are 0, which no byte with a nonzero low nibble equals. */
-        static const uint8_t ws_by_nibble[16] = {' ', 0, 0, 0, 0,    0, 0, 0,
-                                                 0,   '\t', '\n', 0, 0, '\r', 0, 0};
+        static const uint8_t ws_by_nibble[16] = {[0] = ' ', [9] = '\t', [10] = '\n', [13] = '\r'};
         uint8x16_t nib = vandq_u8(nx, vdupq_n_u8(0x0f));
         uint8x16_t nx_ws = vceqq_u8(vqtbl1q_u8(vld1q_u8(ws_by_nibble), nib), nx);
         uint8x16_t c_sp = vceqq_u8(c, vdupq_n_u8(' '));
@@ -117,14 +116,13 @@ static inline size_t scan_neon(const uint8_t *p, size_t i, size_t n, bool relaxe
         }
         e += 16;
     }
-    /* The last bytes but one: a block ending there, overlapping what was scanned (its
-     * lanes before e are known good, and are masked off so that a stop is never reported
-     * before e). Small bodies would otherwise leave up to 16 bytes to the scalar code. */
+    /* The last bytes but one: a block ending there, overlapping what was scanned. Small
+     * bodies would otherwise leave up to 16 bytes to the scalar code. Its lanes before e
+     * need no mask (SSE2 masks them): b >= i, and each of them was scanned already with
+     * the same neighbours and found good, so the first lane set is at e or later. */
     if (n - i >= 17 && e < n - 1) {
         size_t b = n - 17;
-        /* 1 <= e - b <= 15 here: the loop above leaves n - e <= 16, and e < n - 1 */
-        uint8x16_t fresh = vcgeq_u8(vld1q_u8(iota), vdupq_n_u8((uint8_t)(e - b)));
-        uint8x16_t bad = vandq_u8(bad_neon(p + b, relaxed), fresh);
+        uint8x16_t bad = bad_neon(p + b, relaxed);
         if (any_set(bad)) {
             return b + vminvq_u8(lane_index(bad, 0));
         }
