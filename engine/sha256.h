@@ -81,10 +81,10 @@ DKD_SHA_TARGET static inline void dkd__sha256_load(const uint32_t h[8], __m128i 
 
 DKD_SHA_TARGET static inline void dkd__sha256_store(uint32_t h[8], __m128i abef, __m128i cdgh)
 {
-    __m128i feba = _mm_shuffle_epi32(abef, 0x1b);       /* f e b a */
-    __m128i dchg = _mm_shuffle_epi32(cdgh, 0xb1);       /* d c h g */
-    __m128i abcd = _mm_blend_epi16(feba, dchg, 0xf0);   /* d c b a */
-    __m128i efgh = _mm_alignr_epi8(dchg, feba, 8);      /* h g f e */
+    __m128i feba = _mm_shuffle_epi32(abef, 0x1b);     /* f e b a */
+    __m128i dchg = _mm_shuffle_epi32(cdgh, 0xb1);     /* d c h g */
+    __m128i abcd = _mm_blend_epi16(feba, dchg, 0xf0); /* d c b a */
+    __m128i efgh = _mm_alignr_epi8(dchg, feba, 8);    /* h g f e */
     _mm_storeu_si128((__m128i *)(void *)h, abcd);
     _mm_storeu_si128((__m128i *)(void *)(h + 4), efgh);
 }
@@ -106,12 +106,12 @@ DKD_SHA_TARGET static inline void dkd__sha256_block(__m128i *abef, __m128i *cdgh
     __m128i s0 = *abef, s1 = *cdgh;
     __m128i w[4];
     for (int k = 0; k < 4; k++) {
-        w[k] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(const void *)(blk + 16 * k)),
-                                bswap);
+        w[k] =
+            _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(const void *)(blk + 16 * k)), bswap);
     }
     for (int g = 0; g < 16; g++) {
-        __m128i wk = _mm_add_epi32(w[g & 3], _mm_load_si128((const __m128i *)(const void *)
-                                                                (dkd__sha256_k + 4 * g)));
+        __m128i wk = _mm_add_epi32(
+            w[g & 3], _mm_load_si128((const __m128i *)(const void *)(dkd__sha256_k + 4 * g)));
         /* SHA256RNDS2 takes {C,D,G,H} and {A,B,E,F} and returns the new {A,B,E,F}; the old
          * {A,B,E,F} is then the new {C,D,G,H}, so the two names swap roles each call. */
         s1 = _mm_sha256rnds2_epu32(s1, s0, wk);

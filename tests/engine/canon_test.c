@@ -1029,8 +1029,8 @@ static void test_sha256_vectors(void **state)
     const char *two = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
     ours((const uint8_t *)two, strlen(two), NULL, 0, md);
     expect_hex(md, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
-    const char *long_msg = "abcdefghbcdefghicdefghijdefghijkefghijklfghijklmghijklmnhijklmnoijklmnopjk"
-                           "lmnopqklmnopqrlmnopqrsmnopqrstnopqrstu";
+    const char *long_msg = "abcdefghbcdefghicdefghijdefghijkefghijklfghijklmghijklmnhijklmno"
+                           "ijklmnopjklmnopqklmnopqrlmnopqrsmnopqrstnopqrstu";
     ours((const uint8_t *)long_msg, strlen(long_msg), NULL, 0, md);
     expect_hex(md, "cf5b16a778af8380036ce59e7b0492370b249b11e8f07a51afac45037afee9d1");
     uint8_t *a = malloc(1000000);
