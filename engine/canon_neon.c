@@ -12,8 +12,9 @@
  * bytes, and one test per 64 bytes says whether anything needs the state machine.
  *
  * Why this shape on NEON: there is no movemask. The loop's test narrows the OR of the
- * four blocks to 64 bits (SHRN by 4, "4 bits per lane") and tests that as a scalar,
- * which is cheaper than a horizontal UMAXV on most cores. Only where the run stops is the
+ * four blocks to 64 bits (SHRN by 4, "4 bits per lane") and tests that as a scalar, the
+ * idiom Arm's "Porting x86 vector bitmask optimizations to Arm NEON" (2022) recommends
+ * over a reduction across lanes such as UMAXV. Only where the run stops is the
  * stop's position found, by one UMINV over "lane index, or 0xff where the lane is good":
  * this needs no bit mask and no reinterpretation between lane sizes, so it does not
  * depend on the byte order either. The relaxed "SP followed by WSP or line end" rule
