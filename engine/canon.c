@@ -38,6 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "canon_neon.h"
 #include "canon_simd.h"
 
 /* ---- header fields ---- */
@@ -751,12 +752,16 @@ static bool impl_supported(enum dkd_canon_impl impl)
     case DKD_CANON_IMPL_AVX512:
         return dkd__cpu_has_avx2() && dkd__cpu_has_avx512_vbmi2();
 #endif
+#ifdef DKD_CANON_HAVE_NEON
+    case DKD_CANON_IMPL_NEON:
+        return true; /* part of AArch64 */
+#endif
     default:
         return false;
     }
 }
 
-/* Chosen once per process. DKD_CANON_IMPL=scalar|sse2|avx2|avx512 overrides the choice (for
+/* Chosen once per process. DKD_CANON_IMPL=scalar|sse2|avx2|avx512|neon overrides the choice (for
  * before/after measurements of whole programs); an unknown or unsupported name is
  * ignored. */
 static void choose_best(void)
@@ -767,10 +772,11 @@ static void choose_best(void)
     best_impl = impl_supported(DKD_CANON_IMPL_AVX512) ? DKD_CANON_IMPL_AVX512
                 : impl_supported(DKD_CANON_IMPL_AVX2) ? DKD_CANON_IMPL_AVX2
                 : impl_supported(DKD_CANON_IMPL_SSE2) ? DKD_CANON_IMPL_SSE2
+                : impl_supported(DKD_CANON_IMPL_NEON) ? DKD_CANON_IMPL_NEON
                                                       : DKD_CANON_IMPL_SCALAR;
     const char *env = getenv("DKD_CANON_IMPL");
     if (env != NULL) {
-        for (int k = DKD_CANON_IMPL_SCALAR; k <= DKD_CANON_IMPL_AVX512; k++) {
+        for (int k = DKD_CANON_IMPL_SCALAR; k <= DKD_CANON_IMPL_NEON; k++) {
             if (strcmp(env, dkd__canon_impl_name((enum dkd_canon_impl)k)) == 0 &&
                 impl_supported((enum dkd_canon_impl)k)) {
                 best_impl = (enum dkd_canon_impl)k;
@@ -798,6 +804,8 @@ const char *dkd__canon_impl_name(enum dkd_canon_impl impl)
         return "avx2";
     case DKD_CANON_IMPL_AVX512:
         return "avx512";
+    case DKD_CANON_IMPL_NEON:
+        return "neon";
     }
     return "?";
 }
@@ -839,6 +847,15 @@ void dkd__body_update(dkd_body_canon *bc, const uint8_t *p, size_t n)
                                                dkd__canon_relaxed_blocks_avx512_sha}
                                  : (rewriters){dkd__canon_simple_blocks_avx512,
                                                dkd__canon_simple_blocks_avx512_sha});
+        return;
+#endif
+#ifdef DKD_CANON_HAVE_NEON
+    case DKD_CANON_IMPL_NEON:
+        /* Scanners only: the block rewriters build on x86 mask registers and PSHUFB
+         * tables, and no AArch64 machine was at hand to measure a port. */
+        body_update_fast(bc, p, n,
+                         relaxed ? dkd__canon_scan_relaxed_neon : dkd__canon_scan_simple_neon,
+                         (rewriters){NULL, NULL});
         return;
 #endif
     default:

@@ -46,6 +46,7 @@ enum dkd_canon_impl {
     DKD_CANON_IMPL_SSE2,
     DKD_CANON_IMPL_AVX2,
     DKD_CANON_IMPL_AVX512, /* AVX2 scanners, AVX-512 VBMI2 relaxed block rewriter */
+    DKD_CANON_IMPL_NEON,   /* AArch64: NEON scanners (no block rewriter) */
 };
 
 /* Body canonicalization state; plain data, no allocation. */
@@ -67,7 +68,7 @@ typedef struct dkd_body_canon {
 
 /* dkd__body_init starts a body with the best implementation for this CPU (chosen once
  * per process, on first use; any thread may call). The environment variable
- * DKD_CANON_IMPL=scalar|sse2|avx2|avx512, read at that first use, overrides the choice (for
+ * DKD_CANON_IMPL=scalar|sse2|avx2|avx512|neon, read at that first use, overrides the choice (for
  * before/after measurements of whole programs). */
 void dkd__body_init(dkd_body_canon *bc, enum dkd_canon canon, uint64_t limit,
                     dkd_canon_sink_fn sink, void *sink_arg);

@@ -137,11 +137,13 @@ AVX2 static inline __m256i bad_avx2(const uint8_t *q, bool relaxed)
     __m256i bad = _mm256_or_si256(bare_lf, _mm256_andnot_si256(nx_lf, c_cr));
     if (relaxed) {
         /* nx is SP, HTAB, CR or LF: the table holds, at each of their low nibbles, the
-         * byte itself; any other byte (and any byte >= 0x80, which PSHUFB maps to 0)
-         * does not match its entry. */
+         * byte itself, and -128 (0x80) elsewhere, which no byte below 0x80 equals; a byte
+         * >= 0x80 makes PSHUFB give 0, which it does not equal either. (A filler of 1
+         * made SP followed by 0x01 a stop: harmless, but not the SSE2 scanner's rule.) */
+        const char o = -128;
         const __m256i special =
-            _mm256_setr_epi8(' ', 1, 1, 1, 1, 1, 1, 1, 1, '\t', '\n', 1, 1, '\r', 1, 1, ' ', 1, 1,
-                             1, 1, 1, 1, 1, 1, '\t', '\n', 1, 1, '\r', 1, 1);
+            _mm256_setr_epi8(' ', o, o, o, o, o, o, o, o, '\t', '\n', o, o, '\r', o, o, ' ', o, o,
+                             o, o, o, o, o, o, '\t', '\n', o, o, '\r', o, o);
         __m256i nx_ws = _mm256_cmpeq_epi8(_mm256_shuffle_epi8(special, nx), nx);
         __m256i c_sp = _mm256_cmpeq_epi8(c, _mm256_set1_epi8(' '));
         __m256i c_tab = _mm256_cmpeq_epi8(c, _mm256_set1_epi8('\t'));

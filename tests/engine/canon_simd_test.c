@@ -106,6 +106,14 @@ static void test_impl_selection(void **state)
     /* SSE2 is part of x86-64: it must always be there. */
     assert_true(dkd__body_set_impl(&bc, DKD_CANON_IMPL_SSE2));
     assert_int_not_equal(dkd__canon_impl_best(), DKD_CANON_IMPL_SCALAR);
+    assert_false(dkd__body_set_impl(&bc, DKD_CANON_IMPL_NEON));
+#endif
+#if defined(__aarch64__)
+    /* NEON is part of AArch64: chosen unless DKD_CANON_IMPL says otherwise. */
+    assert_true(dkd__body_set_impl(&bc, DKD_CANON_IMPL_NEON));
+    if (getenv("DKD_CANON_IMPL") == NULL) {
+        assert_int_equal(dkd__canon_impl_best(), DKD_CANON_IMPL_NEON);
+    }
 #endif
     assert_false(dkd__body_set_impl(&bc, (enum dkd_canon_impl)99));
 }

@@ -254,7 +254,8 @@ static ref_buf ref_header(enum dkd_canon canon, const uint8_t *raw, size_t n, si
 /* The body implementations every comparison runs; those this CPU lacks are skipped
  * (dkd__body_set_impl says so), the rest must all equal the reference. */
 static const enum dkd_canon_impl all_impls[] = {DKD_CANON_IMPL_SCALAR, DKD_CANON_IMPL_SSE2,
-                                                DKD_CANON_IMPL_AVX2, DKD_CANON_IMPL_AVX512};
+                                                DKD_CANON_IMPL_AVX2,   DKD_CANON_IMPL_AVX512,
+                                                DKD_CANON_IMPL_NEON};
 enum { NIMPLS = sizeof all_impls / sizeof all_impls[0] };
 
 /* stream_body runs the streaming code (implementation impl) over chunks of the given
