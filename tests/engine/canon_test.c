@@ -980,138 +980,7 @@ static void test_random_header_sparse(void **state)
     }
 }
 
-/* ---- the body hash on SHA-NI (sha256.c) and the fused path ---- */
-
-#ifdef DKD_SHA256_SHANI
-static void evp_sha256(const uint8_t *p, size_t n, uint8_t out[32])
-{
-    unsigned len = 0;
-    assert_int_equal(EVP_Digest(n ? p : (const uint8_t *)"", n, out, &len, EVP_sha256(), NULL),
-                     1);
-    assert_int_equal(len, 32);
-}
-
-/* ours hashes p in pieces: the update lengths cycle through parts (0 = an empty update). */
-static void ours(const uint8_t *p, size_t n, const size_t *parts, size_t nparts, uint8_t out[32])
-{
-    dkd_sha256 s;
-    dkd__sha256_init(&s);
-    size_t pos = 0, k = 0;
-    while (pos < n) {
-        size_t len = nparts ? parts[k++ % nparts] : n;
-        len = len < n - pos ? len : n - pos;
-        dkd__sha256_update(&s, p + pos, len);
-        pos += len;
-    }
-    dkd__sha256_final(&s, out);
-}
-
-static void expect_hex(const uint8_t md[32], const char *hex)
-{
-    char got[65];
-    for (int k = 0; k < 32; k++) {
-        snprintf(got + 2 * k, 3, "%02x", md[k]);
-    }
-    assert_string_equal(got, hex);
-}
-
-/* FIPS 180-4's examples (NIST's SHA256.pdf and SHA2_Additional): one block, two blocks
- * (padding in a block of its own), 896 bits, and a million 'a' in pieces. */
-static void test_sha256_vectors(void **state)
-{
-    if (!dkd__sha256_available()) {
-        skip();
-    }
-    uint8_t md[32];
-    ours((const uint8_t *)"abc", 3, NULL, 0, md);
-    expect_hex(md, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-    ours((const uint8_t *)"", 0, NULL, 0, md);
-    expect_hex(md, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
-    const char *two = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
-    ours((const uint8_t *)two, strlen(two), NULL, 0, md);
-    expect_hex(md, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
-    const char *long_msg = "abcdefghbcdefghicdefghijdefghijkefghijklfghijklmghijklmnhijklmno"
-                           "ijklmnopjklmnopqklmnopqrlmnopqrsmnopqrstnopqrstu";
-    ours((const uint8_t *)long_msg, strlen(long_msg), NULL, 0, md);
-    expect_hex(md, "cf5b16a778af8380036ce59e7b0492370b249b11e8f07a51afac45037afee9d1");
-    uint8_t *a = malloc(1000000);
-    assert_non_null(a);
-    memset(a, 'a', 1000000);
-    const size_t parts[] = {1, 63, 64, 65, 1000, 4096};
-    ours(a, 1000000, parts, 6, md);
-    expect_hex(md, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
-    free(a);
-}
-
-/* Against OpenSSL: every length 0..300 split at every point into two updates (and at
- * two points into three, for lengths around the block and padding boundaries), random
- * lengths in random pieces up to a few MB, each input placed against a guard page. */
-static void test_sha256_against_openssl(void **state)
-{
-    if (!dkd__sha256_available()) {
-        skip();
-    }
-    uint64_t seed = seed_from_env();
-    rng_state = (seed ^ 0x5a256ULL) | 1;
-    enum { BIG = 3 << 20 };
-    uint8_t *buf = malloc(BIG);
-    assert_non_null(buf);
-    for (size_t i = 0; i < BIG; i++) {
-        buf[i] = (uint8_t)rng();
-    }
-    uint8_t want[32], got[32];
-    for (size_t n = 0; n <= 300; n++) {
-        const uint8_t *g = guard_copy(buf, n);
-        evp_sha256(g, n, want);
-        for (size_t a = 0; a <= n; a++) {
-            dkd_sha256 s;
-            dkd__sha256_init(&s);
-            dkd__sha256_update(&s, g, a);
-            dkd__sha256_update(&s, g + a, n - a);
-            dkd__sha256_final(&s, got);
-            assert_memory_equal(got, want, 32);
-        }
-        bool edge = (n >= 50 && n <= 70) || (n >= 115 && n <= 135) || n == 300;
-        for (size_t a = 0; edge && a <= n; a++) {
-            for (size_t b = a; b <= n; b++) {
-                dkd_sha256 s;
-                dkd__sha256_init(&s);
-                dkd__sha256_update(&s, g, a);
-                dkd__sha256_update(&s, g + a, b - a);
-                dkd__sha256_update(&s, g + b, n - b);
-                dkd__sha256_final(&s, got);
-                assert_memory_equal(got, want, 32);
-            }
-        }
-    }
-    for (int it = 0; it < 40; it++) {
-        size_t n = it < 4 ? BIG - rng_below(200) : rng_below(it < 20 ? 70000 : BIG);
-        size_t parts[5];
-        size_t nparts = rng_below(6);
-        for (size_t k = 0; k < nparts; k++) {
-            parts[k] = 1 + rng_below(k % 2 ? 200 : 9000);
-        }
-        evp_sha256(buf, n, want);
-        ours(buf, n, parts, nparts, got);
-        if (memcmp(got, want, 32) != 0) {
-            fprintf(stderr, "sha256 mismatch: seed %#llx iteration %d n=%zu\n",
-                    (unsigned long long)seed, it, n);
-            fail();
-        }
-    }
-    free(buf);
-}
-#else
-static void test_sha256_vectors(void **state)
-{
-    skip();
-}
-
-static void test_sha256_against_openssl(void **state)
-{
-    skip();
-}
-#endif
+/* ---- the fused path (sha256.c's own tests are in sha256_test.c) ---- */
 
 /* text_body fills p[0..n) with mail-like text that relaxed rewrites and the fused loop
  * hashes: words apart by 1-3 WSP, indented and WSP-trailed lines, CRLF or bare LF,
@@ -1222,7 +1091,6 @@ int main(void)
         cmocka_unit_test(test_body_large),       cmocka_unit_test(test_empty_body_hashes),
         cmocka_unit_test(test_reference_itself), cmocka_unit_test(test_random_body),
         cmocka_unit_test(test_random_header),    cmocka_unit_test(test_random_header_sparse),
-        cmocka_unit_test(test_sha256_vectors),   cmocka_unit_test(test_sha256_against_openssl),
         cmocka_unit_test(test_fused_text),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
