@@ -669,12 +669,19 @@ static void verify_shm(conn *c, const dkd_wire_header *h, dkd_span payload)
     if (r == NULL) {
         return;
     }
-    uint8_t *hdr = header_copy(w, hlen);
-    if (hdr == NULL) {
-        req_fail(r, DKD_WIRE_E_OVERLOADED, "no memory for the header block");
-        return;
+    /* A block over the engine's limit is refused by dkd_msg_begin on its length alone,
+     * unread, as for VERIFY; not copying it keeps the worker's copy buffer within
+     * max_header_bytes. */
+    const uint8_t *hdr = msg;
+    if (hlen <= w->srv->cfg.max_header_bytes) {
+        uint8_t *copy = header_copy(w, hlen);
+        if (copy == NULL) {
+            req_fail(r, DKD_WIRE_E_OVERLOADED, "no memory for the header block");
+            return;
+        }
+        memcpy(copy, msg, hlen);
+        hdr = copy;
     }
-    memcpy(hdr, msg, hlen);
     CNT_ADD(w, shm_requests, 1);
     CNT_ADD(w, shm_bytes, len);
     feed_message(r, hdr, hlen, msg + hlen, len - hlen);

@@ -1036,7 +1036,7 @@ def t_shm(dkimd, root, tmp):
     msgs = [open(os.path.join(root, "samples", f), "rb").read() for f in samples]
     now = 1764003600
     d = Daemon(dkimd, tmp, ["--zone", zone, "--workers", "2", "--max-shm", "1m",
-                            "--max-message", "256k"], "shm")
+                            "--max-message", "256k", "--max-header", "64k"], "shm")
     try:
         good = Conn(d.path)
         check(good.hello_ok["flags"] & F_SHM, "shm: HELLO_OK announces the shared memory flag")
@@ -1112,6 +1112,14 @@ def t_shm(dkimd, root, tmp):
         expect_request_error(c, 200, E_MALFORMED, "shm: a range past the region's end")
         c.send(verify_shm_frame(201, now, 300 << 10, 300 << 10))
         expect_request_error(c, 201, E_TOO_LARGE, "shm: a message over --max-message")
+        # no empty line: the whole 200 KB is the header block, over the engine's 64k limit
+        region[0:200000] = b"X-Long: " + b"a" * 199990 + b"\r\n"
+        c.send(verify_shm_frame(203, now, 0, 200000))
+        f = c.read()
+        check(f is not None and f[0] == ERROR and f[1] == 203 and
+              parse_error(f[2])[0] == E_TOO_LARGE,
+              "shm: a header block over --max-header gets ERROR 3 (%r)" %
+              (parse_error(f[2]) if f and f[0] == ERROR else f,))
         c.send(frame(VERIFY_SHM, 202, options(now) + struct.pack(">QQ", 2**64 - 2, 4)))
         expect_error_or_close(c, [E_MALFORMED], "shm: offset + length overflowing 64 bits")
         c.close()
