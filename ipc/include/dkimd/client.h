@@ -23,6 +23,10 @@
  * once). The library starts no threads and installs no signal handlers (sends use
  * MSG_NOSIGNAL).
  *
+ * Shared memory: after dkd_client_use_shm(c, bytes) the messages of c travel through a
+ * sealed memfd the daemon maps, not through the socket (see that function); the API
+ * above does not change.
+ *
  * Reconnection: when the daemon closes the connection (restart, shutdown) the requests in
  * flight complete with DKD_CLIENT_ERR_CLOSED (or DKD_CLIENT_ERR_SHUTTING_DOWN); the next
  * submit reconnects. The blocking calls retry their request once on a new connection.
