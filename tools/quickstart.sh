@@ -44,6 +44,10 @@ done
 echo "== dkimctl verify --socket $socket samples/*.eml"
 ./build/tools/dkimctl verify --socket "$socket" --authserv-id mx.example.net samples/*.eml
 echo
+echo "== the same through shared memory (what dkd_client_use_shm gives an MTA), verdict lines only"
+./build/tools/dkimctl verify --socket "$socket" --shm --authserv-id mx.example.net samples/*.eml |
+    grep -E '^[^ ]|^  \[' || true
+echo
 echo "== dkimctl stats --socket $socket"
 ./build/tools/dkimctl stats --socket "$socket"
 echo

@@ -3,8 +3,8 @@
 
 For the samples and for every conformance corpus (grouped by the zone file their
 messages use), start dkimd on a temporary socket with that zone, then check that
-`dkimctl verify [--json] --socket` prints byte for byte what `dkimctl verify [--json]
---zone` prints in-process. Then `dkimctl stats` (plain and --json) and the usage errors.
+`dkimctl verify [--json] --socket [--shm]` prints byte for byte what `dkimctl verify
+[--json] --zone` prints in-process (--shm: through the shared memory transport). Then `dkimctl stats` (plain and --json) and the usage errors.
 The daemon is always stopped, also on failure.
 
 usage: dkimctl_socket_test.py DKIMD DKIMCTL   (DKD_SHARED, DKD_SOURCE_ROOT from the env)
@@ -116,6 +116,10 @@ def main():
                               (a[0], b[0], diff or (a[2], b[2])))
                     check(same, "%s %s[%d:%d]: --socket output == in-process output" %
                           (name, " ".join(mode) or "plain", k, k + len(part)))
+                    c = run([dkimctl, "verify", "--now", NOW, "--socket", sock, "--shm"] + mode +
+                            part)
+                    check(c == a, "%s %s[%d:%d]: --socket --shm output == in-process output" %
+                          (name, " ".join(mode) or "plain", k, k + len(part)))
                     total += len(part)
         finally:
             check(d.stop() == 0, "%s: dkimd exits 0 on SIGTERM" % name)
@@ -139,6 +143,8 @@ def main():
               "stats --json: one object of integer counters")
         rc, _, err = run([dkimctl, "verify", "--socket", sock, "--zone", "x.zone", "m.eml"])
         check(rc == 2 and b"--socket excludes" in err, "verify --socket --zone: usage error")
+        rc, _, err = run([dkimctl, "verify", "--shm", "m.eml"])
+        check(rc == 2 and b"--shm needs --socket" in err, "verify --shm without --socket: usage error")
         rc, _, err = run([dkimctl, "verify", "--socket", sock, "--allow-sha1", "m.eml"])
         check(rc == 2, "verify --socket --allow-sha1: usage error (the daemon's policy applies)")
         rc, _, _ = run([dkimctl, "stats"])
