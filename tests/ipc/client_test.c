@@ -609,44 +609,55 @@ static void run_until(dkd_client *c, int want)
     }
 }
 
-static void test_async_pipelined(void **state)
+/* pipeline_samples submits n samples in turn, keeping as many in flight as the client
+ * takes (on BUSY it lets one complete; *busy counts those times, with max_inflight
+ * requests in flight each time), then checks every answer against the engine's with
+ * authserv-id authserv. Returns how many answers arrived out of submission order. */
+static int pipeline_samples(dkd_client *c, int n, const char *authserv, int *busy)
 {
-    fake *f = fake_start(1 << 20, 65536, 64);
-    dkd_client *c;
-    assert_int_equal(dkd_client_connect(f->path, &c), 0);
-    enum { N = 400 };
-    job *jobs = calloc(N, sizeof *jobs);
+    job *jobs = calloc((size_t)n, sizeof *jobs);
+    assert_non_null(jobs);
     completions = 0;
-    int submitted = 0, busy = 0;
-    while (submitted < N) {
+    int submitted = 0;
+    *busy = 0;
+    while (submitted < n) {
         job *j = &jobs[submitted];
         j->sample = (size_t)submitted % nsamples;
         j->order = -1;
         int rc = dkd_client_submit(c, samples[j->sample].msg, samples[j->sample].len, &opts_now,
                                    job_done, j);
         if (rc == DKD_CLIENT_ERR_BUSY) {
-            /* 64 in flight: let some complete. */
-            busy++;
-            assert_int_equal(dkd_client_inflight(c), 64);
+            (*busy)++;
+            assert_int_equal(dkd_client_inflight(c), dkd_client_get_limits(c).max_inflight);
             run_until(c, completions + 1);
             continue;
         }
         assert_int_equal(rc, 0);
         submitted++;
     }
-    run_until(c, N);
-    assert_true(busy > 0);
+    run_until(c, n);
     assert_int_equal(dkd_client_inflight(c), 0);
     int out_of_order = 0;
-    for (int k = 0; k < N; k++) {
+    for (int k = 0; k < n; k++) {
         assert_int_equal(jobs[k].status, 0);
         expect_same(jobs[k].r, samples[jobs[k].sample].msg, samples[jobs[k].sample].len,
-                    "fake.example");
+                    authserv);
         dkd_client_result_free(jobs[k].r);
         out_of_order += k > 0 && jobs[k].order < jobs[k - 1].order;
     }
-    assert_true(out_of_order > 0); /* the server reversed its batches */
     free(jobs);
+    return out_of_order;
+}
+
+static void test_async_pipelined(void **state)
+{
+    fake *f = fake_start(1 << 20, 65536, 64);
+    dkd_client *c;
+    assert_int_equal(dkd_client_connect(f->path, &c), 0);
+    int busy;
+    int out_of_order = pipeline_samples(c, 400, "fake.example", &busy);
+    assert_true(busy > 0);         /* 64 in flight at times: some had to wait */
+    assert_true(out_of_order > 0); /* the server reversed its batches */
     dkd_client_close(c);
     fake_stop(f);
     (void)state;
@@ -930,30 +941,8 @@ static void test_real_daemon(void **state)
 
     /* Async, pipelined to the daemon's depth, answers in any order. */
     enum { N = 1000 };
-    job *jobs = calloc(N, sizeof *jobs);
-    completions = 0;
-    int submitted = 0;
-    while (submitted < N) {
-        job *j = &jobs[submitted];
-        j->sample = (size_t)submitted % nsamples;
-        j->order = -1;
-        int rc = dkd_client_submit(c, samples[j->sample].msg, samples[j->sample].len, &opts_now,
-                                   job_done, j);
-        if (rc == DKD_CLIENT_ERR_BUSY) {
-            run_until(c, completions + 1);
-            continue;
-        }
-        assert_int_equal(rc, 0);
-        submitted++;
-    }
-    run_until(c, N);
-    for (int k = 0; k < N; k++) {
-        assert_int_equal(jobs[k].status, 0);
-        expect_same(jobs[k].r, samples[jobs[k].sample].msg, samples[jobs[k].sample].len,
-                    "daemon.example");
-        dkd_client_result_free(jobs[k].r);
-    }
-    free(jobs);
+    int busy;
+    pipeline_samples(c, N, "daemon.example", &busy);
 
     /* Through shared memory: a region of 16 KiB holds a few samples at a time, so the
      * pipelined run goes partly through it and partly over the socket when it is full;
@@ -963,30 +952,7 @@ static void test_real_daemon(void **state)
     assert_int_equal(dkd_client_use_shm(sc, 16384), 0);
     assert_int_equal(dkd_client_use_shm(sc, 16384), DKD_CLIENT_ERR_STATE);
     uint64_t shm_before = counter(sc, "shm.requests");
-    jobs = calloc(N, sizeof *jobs);
-    completions = 0;
-    submitted = 0;
-    while (submitted < N) {
-        job *j = &jobs[submitted];
-        j->sample = (size_t)submitted % nsamples;
-        j->order = -1;
-        int rc = dkd_client_submit(sc, samples[j->sample].msg, samples[j->sample].len, &opts_now,
-                                   job_done, j);
-        if (rc == DKD_CLIENT_ERR_BUSY) {
-            run_until(sc, completions + 1);
-            continue;
-        }
-        assert_int_equal(rc, 0);
-        submitted++;
-    }
-    run_until(sc, N);
-    for (int k = 0; k < N; k++) {
-        assert_int_equal(jobs[k].status, 0);
-        expect_same(jobs[k].r, samples[jobs[k].sample].msg, samples[jobs[k].sample].len,
-                    "daemon.example");
-        dkd_client_result_free(jobs[k].r);
-    }
-    free(jobs);
+    pipeline_samples(sc, N, "daemon.example", &busy);
     uint64_t via_shm = counter(sc, "shm.requests") - shm_before;
     if (!(via_shm > 0 && via_shm < N)) {
         fail_msg("%llu of %d requests through shared memory", (unsigned long long)via_shm, N);
