@@ -410,6 +410,55 @@ static int wait_fd(int fd, short events, int64_t deadline)
     }
 }
 
+/* send_all writes the whole output queue, waiting (until deadline) while the socket is
+ * full. Used by the blocking exchanges of (re)connecting. */
+static int send_all(dkd_client *c, int64_t deadline)
+{
+    int rc = 0;
+    while (rc == 0 && c->out.len > 0) {
+        if ((rc = flush(c)) == 0 && c->out.len > 0) {
+            rc = wait_fd(c->fd, POLLOUT, deadline);
+        }
+    }
+    return rc;
+}
+
+/* await_frame waits (until deadline) for one whole frame in the input buffer: 0 with *h
+ * and *payload set and *rest the bytes after it (all borrowing c->in; keep_rest then
+ * drops the frame), or a negative code. */
+static int await_frame(dkd_client *c, uint8_t version, uint32_t max, int64_t deadline,
+                       dkd_wire_header *h, dkd_span *payload, dkd_span *rest)
+{
+    for (;;) {
+        *rest = dkd__span(c->in, c->in_len);
+        int got = dkd_wire_frame_split(rest, version, max, h, payload);
+        if (got < 0) {
+            return DKD_CLIENT_ERR_BAD_REPLY;
+        }
+        if (got == 1) {
+            return 0;
+        }
+        int rc = wait_fd(c->fd, POLLIN, deadline);
+        if (rc != 0) {
+            return rc;
+        }
+        int n = fill(c, 512);
+        if (n == 0) {
+            return DKD_CLIENT_ERR_CLOSED;
+        }
+        if (n < 0 && n != -EAGAIN && n != -EWOULDBLOCK) {
+            return n;
+        }
+    }
+}
+
+/* keep_rest keeps the bytes after an awaited frame for process(). */
+static void keep_rest(dkd_client *c, dkd_span rest)
+{
+    memmove(c->in, rest.ptr, rest.len);
+    c->in_len = rest.len;
+}
+
 /* send_with_fd sends one whole frame with a descriptor attached (SCM_RIGHTS). The queue
  * is empty when this runs, so the frame cannot interleave with another. */
 static int send_with_fd(dkd_client *c, const uint8_t *p, size_t len, int fd, int64_t deadline)
@@ -465,55 +514,30 @@ static int shm_attach(dkd_client *c, int64_t deadline)
     dkd_wbuf b;
     dkd_wbuf_init_fixed(&b, frame, sizeof frame);
     dkd_wire_put_shm_attach(&b, ATTACH_ID, c->shm.size);
-    int rc = 0;
-    while (rc == 0 && c->out.len > 0) {
-        if ((rc = flush(c)) == 0 && c->out.len > 0) {
-            rc = wait_fd(c->fd, POLLOUT, deadline);
-        }
-    }
+    int rc = send_all(c, deadline);
     if (rc == 0) {
         rc = send_with_fd(c, frame, b.len, c->shm.fd, deadline);
     }
-    while (rc == 0) {
-        dkd_span in = dkd__span(c->in, c->in_len);
-        dkd_wire_header h;
-        dkd_span payload;
-        int got = dkd_wire_frame_split(&in, c->version, MAX_REPLY, &h, &payload);
-        if (got < 0) {
-            rc = DKD_CLIENT_ERR_BAD_REPLY;
-            break;
+    dkd_wire_header h;
+    dkd_span payload, rest;
+    if (rc == 0) {
+        rc = await_frame(c, c->version, MAX_REPLY, deadline, &h, &payload, &rest);
+    }
+    if (rc == 0) {
+        rc = DKD_CLIENT_ERR_BAD_REPLY;
+        dkd_wire_error e;
+        if (h.type == DKD_WIRE_SHM_ATTACH_OK && h.request_id == ATTACH_ID && payload.len == 0) {
+            rc = 0;
+        } else if (h.type == DKD_WIRE_ERROR && h.request_id == ATTACH_ID &&
+                   dkd_wire_decode_error(payload, &e) == 0) {
+            rc = server_err(e.code); /* refused: the connection goes on */
+        } else if (h.type == DKD_WIRE_ERROR && h.request_id == 0) {
+            rc = DKD_CLIENT_ERR_CLOSED; /* the server closes after a connection error */
         }
-        if (got == 1) {
-            int answer = DKD_CLIENT_ERR_BAD_REPLY;
-            if (h.type == DKD_WIRE_SHM_ATTACH_OK && h.request_id == ATTACH_ID && payload.len == 0) {
-                answer = 0;
-            } else if (h.type == DKD_WIRE_ERROR && (h.request_id == ATTACH_ID || h.request_id == 0)) {
-                dkd_wire_error e;
-                if (dkd_wire_decode_error(payload, &e) == 0) {
-                    answer = server_err(e.code);
-                }
-                if (h.request_id == 0) {
-                    rc = answer == DKD_CLIENT_ERR_BAD_REPLY ? answer : DKD_CLIENT_ERR_CLOSED;
-                    break;
-                }
-            }
-            if (answer == DKD_CLIENT_ERR_BAD_REPLY) {
-                rc = answer;
-                break;
-            }
-            memmove(c->in, in.ptr, in.len);
-            c->in_len = in.len;
-            c->shm.attached = answer == 0;
-            return answer;
-        }
-        if ((rc = wait_fd(c->fd, POLLIN, deadline)) != 0) {
-            break;
-        }
-        int n = fill(c, 512);
-        if (n == 0) {
-            rc = DKD_CLIENT_ERR_CLOSED;
-        } else if (n < 0 && n != -EAGAIN && n != -EWOULDBLOCK) {
-            rc = n;
+        if (rc != DKD_CLIENT_ERR_BAD_REPLY && rc != DKD_CLIENT_ERR_CLOSED) {
+            keep_rest(c, rest);
+            c->shm.attached = rc == 0;
+            return rc;
         }
     }
     disconnect(c);
@@ -558,67 +582,46 @@ static int do_connect(dkd_client *c)
                         .client_name = dkd__span(name, sizeof name - 1)};
     dkd_wire_put_hello(&c->out, 0, &h);
     int rc = dkd_wbuf_ok(&c->out) ? -ENOMEM : 0;
-    while (rc == 0 && c->out.len > 0) {
-        if ((rc = flush(c)) == 0 && c->out.len > 0) {
-            rc = wait_fd(fd, POLLOUT, deadline);
+    if (rc == 0) {
+        rc = send_all(c, deadline);
+    }
+    dkd_wire_header hdr;
+    dkd_span payload, rest;
+    if (rc == 0) {
+        rc = await_frame(c, 0, DKD_WIRE_PRE_HELLO_MAX, deadline, &hdr, &payload, &rest);
+    }
+    dkd_wire_hello_ok ok;
+    if (rc == 0 && hdr.type == DKD_WIRE_ERROR) {
+        dkd_wire_error e;
+        rc = dkd_wire_decode_error(payload, &e) == 0 ? server_err(e.code)
+                                                     : DKD_CLIENT_ERR_BAD_REPLY;
+    } else if (rc == 0 &&
+               (hdr.type != DKD_WIRE_HELLO_OK || dkd_wire_decode_hello_ok(payload, &ok) != 0 ||
+                ok.version != DKD_WIRE_VERSION || hdr.version != DKD_WIRE_VERSION)) {
+        rc = DKD_CLIENT_ERR_BAD_REPLY;
+    }
+    if (rc == 0) {
+        c->version = ok.version;
+        c->features = hdr.flags; /* HELLO_OK's header flags announce features */
+        c->lim = (dkd_client_limits){.max_frame = ok.max_frame,
+                                     .max_header_block = ok.max_header_block,
+                                     .max_inflight = ok.max_inflight,
+                                     .max_chunk = ok.max_chunk,
+                                     .max_message = ok.max_message};
+        keep_rest(c, rest); /* anything the server sent after HELLO_OK, for process() */
+        if (c->inflight == 0) {
+            rc = slots_init(c, ok.max_inflight);
         }
     }
-    while (rc == 0) {
-        dkd_span in = dkd__span(c->in, c->in_len);
-        dkd_wire_header hdr;
-        dkd_span payload;
-        int got = dkd_wire_frame_split(&in, 0, DKD_WIRE_PRE_HELLO_MAX, &hdr, &payload);
-        if (got < 0) {
-            rc = DKD_CLIENT_ERR_BAD_REPLY;
-            break;
+    if (rc == 0 && c->shm.fd >= 0) {
+        /* A refusal leaves the socket path in use; only a dead connection fails. */
+        rc = shm_attach(c, deadline);
+        if (c->fd >= 0) {
+            rc = 0;
         }
-        if (got == 1) {
-            if (hdr.type == DKD_WIRE_ERROR) {
-                dkd_wire_error e;
-                rc = dkd_wire_decode_error(payload, &e) == 0 ? server_err(e.code)
-                                                             : DKD_CLIENT_ERR_BAD_REPLY;
-                break;
-            }
-            dkd_wire_hello_ok ok;
-            if (hdr.type != DKD_WIRE_HELLO_OK || dkd_wire_decode_hello_ok(payload, &ok) != 0 ||
-                ok.version != DKD_WIRE_VERSION || hdr.version != DKD_WIRE_VERSION) {
-                rc = DKD_CLIENT_ERR_BAD_REPLY;
-                break;
-            }
-            c->version = ok.version;
-            c->features = hdr.flags; /* HELLO_OK's header flags announce features */
-            c->lim = (dkd_client_limits){.max_frame = ok.max_frame,
-                                         .max_header_block = ok.max_header_block,
-                                         .max_inflight = ok.max_inflight,
-                                         .max_chunk = ok.max_chunk,
-                                         .max_message = ok.max_message};
-            /* Keep anything the server sent after HELLO_OK for process(). */
-            memmove(c->in, in.ptr, in.len);
-            c->in_len = in.len;
-            if (c->inflight == 0) {
-                rc = slots_init(c, ok.max_inflight);
-            }
-            if (rc == 0 && c->shm.fd >= 0) {
-                /* A refusal leaves the socket path in use; only a dead connection fails. */
-                rc = shm_attach(c, deadline);
-                if (c->fd >= 0) {
-                    rc = 0;
-                }
-            }
-            if (rc == 0) {
-                return 0;
-            }
-            break;
-        }
-        if ((rc = wait_fd(fd, POLLIN, deadline)) != 0) {
-            break;
-        }
-        int n = fill(c, 512);
-        if (n == 0) {
-            rc = DKD_CLIENT_ERR_CLOSED;
-        } else if (n < 0 && n != -EAGAIN && n != -EWOULDBLOCK) {
-            rc = n;
-        }
+    }
+    if (rc == 0) {
+        return 0;
     }
     disconnect(c);
     return rc;
@@ -1058,7 +1061,7 @@ static int submit_verify(dkd_client *c, uint8_t type, const uint8_t *data, size_
      * over the socket. */
     size_t shm_off = 0;
     bool via_shm = type == DKD_WIRE_VERIFY && c->shm.attached && len <= c->lim.max_message &&
-                   c->nfree > 0 && shm_place(&c->shm, len, &shm_off);
+                   shm_place(&c->shm, len, &shm_off);
     size_t limit =
         type == DKD_WIRE_VERIFY ? dkd_client_max_whole(c, opts) : c->lim.max_header_block;
     if (!via_shm && len > limit) {
