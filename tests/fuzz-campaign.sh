@@ -105,6 +105,10 @@ if ! "${nice_cmd[@]}" ninja -C "$build" "${programs[@]}" >"$out/build.log" 2>&1;
     exit 2
 fi
 
+# The tree that was built, for the summary: its commit and the tracked files changed in it.
+dirty=$(git -C "$root" status --porcelain --untracked-files=no 2>/dev/null | awk '{ print $NF }' |
+    paste -sd ' ' -)
+
 # ---- select ----
 declare -A bin_of=()
 all=()
@@ -210,6 +214,9 @@ done
     echo "# tests/fuzz-campaign.sh -s $seconds -j $jobs -t $timeout_s," \
          "${nice_cmd[*]:-not niced}; $(git -C "$root" rev-parse --short HEAD 2>/dev/null)," \
          "$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, $(clang --version | head -n 1)"
+    if [ -n "$dirty" ]; then
+        echo "# built with uncommitted changes to: $dirty"
+    fi
     echo "$header"
     printf '%s\n' "${summary[@]}"
 } >"$out/summary.txt"
