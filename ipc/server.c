@@ -145,6 +145,11 @@ void dkd__budget_give(dkd__server *srv, uint64_t n)
     atomic_fetch_sub_explicit(&srv->memory_used, n, memory_order_relaxed);
 }
 
+void dkd__budget_force(dkd__server *srv, uint64_t n)
+{
+    atomic_fetch_add_explicit(&srv->memory_used, n, memory_order_relaxed);
+}
+
 /* dkd__get_sqe never fails: a full submission queue is flushed to the kernel first. */
 struct io_uring_sqe *dkd__get_sqe(worker *w)
 {
@@ -160,11 +165,14 @@ struct io_uring_sqe *dkd__get_sqe(worker *w)
 
 static void conn_arm_recv(conn *c)
 {
-    if (c->recv_armed || c->closing || c->close_after_send || c->draining) {
+    if (c->recv_armed || c->closing || c->close_after_send || c->draining || c->rx_eof) {
         return;
     }
-    if (c->pend.len + (c->out.len - c->out_off) > SEND_HIGH_WATER) {
-        return; /* re-armed when the send queue drains */
+    /* Back-pressure: a client that does not read its answers is not read either (its
+     * sends block in its kernel buffer), so its queued output stays within its share.
+     * on_send resumes it. */
+    if (c->rx_paused || dkd__conn_out_queued(c) >= c->w->srv->out_share) {
+        return;
     }
     struct io_uring_sqe *sqe = dkd__get_sqe(c->w);
     c->riov = (struct iovec){.iov_base = c->rbuf + c->rlen, .iov_len = c->rcap - c->rlen};
@@ -194,7 +202,8 @@ static void conn_free(conn *c)
         c->next->prev = c->prev;
     }
     w->nconns--;
-    dkd__budget_give(srv, c->charged + RBUF_BASE);
+    dkd__budget_give(srv, c->charged + RBUF_BASE + c->out_charged);
+    free(c->refused);
     if (c->passed_fd >= 0) {
         close(c->passed_fd);
     }
@@ -257,6 +266,7 @@ static void take_fds(conn *c)
             memcpy(&fd, CMSG_DATA(cm) + k * sizeof(int), sizeof fd);
             if (c->passed_fd < 0) {
                 c->passed_fd = fd;
+                c->fd_fresh = true;
             } else {
                 close(fd);
                 c->fd_excess = true;
@@ -279,15 +289,21 @@ static void on_recv(worker *w, conn *c, int res)
         conn_arm_recv(c);
         return;
     }
-    if (res <= 0) {
-        /* EOF or a reset: the client has gone; its open requests go with it. */
+    if (res == 0) {
+        /* EOF: the client may only have shut down its sending side and still wait for
+         * the answers to what it sent (PROTOCOL.md 3). */
+        dkd__conn_eof(c);
+        conn_op_done(c);
+        return;
+    }
+    if (res < 0) {
+        /* A reset: the client has gone; its open requests go with it. */
         dkd__conn_begin_close(c);
         conn_op_done(c);
         return;
     }
     CNT_ADD(w, bytes_in, res);
     c->rlen += (size_t)res;
-    c->last_rx_ms = now_ms();
     take_fds(c);
     if (c->fd_excess) {
         dkd__conn_fatal(c, LK_MALFORMED, DKD_WIRE_E_PROTOCOL,
@@ -318,10 +334,17 @@ static void on_send(worker *w, conn *c, int res)
     if (res > 0) {
         CNT_ADD(w, bytes_out, res);
         c->out_off += (size_t)res;
+        c->tx_wait_ms = w->now_ms; /* progress: the stall clock of its output restarts */
     }
     dkd__conn_flush(c);
+    /* Resume a paused client once half its share has drained (not at once, or every
+     * send would resume it for a single frame). */
+    if (!c->closing && c->rx_paused && dkd__conn_out_queued(c) <= w->srv->out_share / 2) {
+        c->rx_paused = false;
+        dkd__conn_process(c);
+    }
     if (!c->closing) {
-        conn_arm_recv(c); /* the send queue may have dropped under the high-water mark */
+        conn_arm_recv(c);
     }
     conn_op_done(c);
 }
@@ -403,8 +426,9 @@ static void on_accept(worker *w, struct io_uring_cqe *cqe)
     struct ucred cr = {.pid = 0, .uid = (uid_t)-1, .gid = (gid_t)-1};
     socklen_t crlen = sizeof cr;
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &crlen) != 0 || !peer_allowed(srv, &cr)) {
-        dkd__wlog(w, LK_REFUSED, DKD__LOG_WARNING, "refused peer pid %ld uid %ld gid %ld: not allowed",
-             (long)cr.pid, (long)cr.uid, (long)cr.gid);
+        dkd__wlog(w, LK_REFUSED, DKD__LOG_WARNING,
+                  "refused peer pid %ld uid %ld gid %ld: not allowed", (long)cr.pid, (long)cr.uid,
+                  (long)cr.gid);
         close(fd);
         CNT_ADD(w, connections_refused, 1);
         return;
@@ -413,7 +437,7 @@ static void on_accept(worker *w, struct io_uring_cqe *cqe)
     if (open >= srv->cfg.max_connections || !dkd__budget_take(srv, RBUF_BASE)) {
         atomic_fetch_sub_explicit(&srv->connections_open, 1, memory_order_relaxed);
         dkd__wlog(w, LK_OVERLOADED, DKD__LOG_WARNING, "refused a connection: %llu open (limit %u)",
-             (unsigned long long)open, srv->cfg.max_connections);
+                  (unsigned long long)open, srv->cfg.max_connections);
         refuse(w, fd, DKD_WIRE_E_OVERLOADED, "too many connections");
         return;
     }
@@ -432,7 +456,7 @@ static void on_accept(worker *w, struct io_uring_cqe *cqe)
     c->passed_fd = -1;
     c->pid = cr.pid;
     c->uid = cr.uid;
-    c->last_rx_ms = now_ms();
+    c->accepted_ms = w->now_ms;
     c->rbuf = rb;
     c->rcap = RBUF_BASE;
     dkd_wbuf_init(&c->out);
@@ -471,18 +495,26 @@ static void arm_tick(worker *w)
  */
 static void drain_step(worker *w)
 {
-    bool expired = now_ms() >= w->stop_deadline_ms;
+    int64_t t = now_ms();
+    bool expired = t >= w->stop_deadline_ms;
+    bool hard = t >= w->stop_deadline_ms + SHUTDOWN_FLUSH_MS;
     conn *next;
     for (conn *c = w->conns; c != NULL; c = next) {
         next = c->next;
-        if (c->closing || c->draining) {
-            if (expired && !c->closing) {
-                dkd__conn_begin_close(c);
-            }
+        if (c->closing) {
+            continue;
+        }
+        if (hard) {
+            /* Answers queued at the deadline had their time to go out: a client that
+             * still has not read them does not hold up the exit. */
+            dkd__conn_begin_close(c);
+            continue;
+        }
+        if (c->draining) {
             continue;
         }
         if (expired) {
-            dkd__conn_begin_close(c);
+            dkd__conn_deadline(c);
             continue;
         }
         int unread = 0;
@@ -532,27 +564,48 @@ static void arm_sweep(worker *w)
 }
 
 /*
- * sweep closes connections that stopped sending in the middle of a frame or of a
- * streamed message: each pins a buffer or a request, and a client that vanished
- * without closing (or a slowloris) would otherwise hold them for ever. Connections
- * that are merely idle between requests are left alone: MTAs keep them open.
+ * sweep closes connections that hold memory without making progress, each case bounded
+ * by the stall timeout as a whole: a HELLO that has not arrived, a frame begun and not
+ * finished (however slowly its bytes trickle in), a streamed message with no frame for
+ * that long (a stream may follow a slow SMTP transfer, so its frames, not the whole
+ * stream, are bounded), and answers the client does not read. Each pins a buffer or a
+ * request, and a client that vanished without closing, or a slowloris, would otherwise
+ * hold them for ever. Connections merely idle between requests stay: MTAs keep them.
  */
 static void sweep(worker *w)
 {
-    int64_t limit = now_ms() - (int64_t)w->srv->cfg.stall_timeout_ms;
+    int64_t t = now_ms();
+    int64_t limit = t - (int64_t)w->srv->cfg.stall_timeout_ms;
     conn *next;
     for (conn *c = w->conns; c != NULL; c = next) {
         next = c->next;
-        if (c->closing || c->close_after_send || c->last_rx_ms > limit) {
+        if (c->closing) {
             continue;
         }
-        bool stalled = c->rlen > c->rpos;
-        for (req *r = c->reqs; r != NULL && !stalled; r = r->next) {
-            stalled = r->streaming && !r->ended;
+        if (c->tx_wait_ms != 0 && c->tx_wait_ms <= limit) {
+            /* It does not read: an ERROR would not reach it either. */
+            dkd__wlog(w, LK_MALFORMED, DKD__LOG_WARNING,
+                      "client pid %ld uid %ld: answers unread past stall-timeout; closing",
+                      (long)c->pid, (long)c->uid);
+            dkd__conn_begin_close(c);
+            continue;
         }
-        if (stalled) {
-            dkd__conn_fatal(c, LK_MALFORMED, DKD_WIRE_E_MALFORMED,
-                       "incomplete frame or stream stalled past stall-timeout");
+        if (c->close_after_send) {
+            continue;
+        }
+        const char *why = NULL;
+        if (!c->hello_done && c->accepted_ms <= limit) {
+            why = "no HELLO within stall-timeout";
+        } else if (!c->rx_paused && c->partial_since_ms != 0 && c->partial_since_ms <= limit) {
+            why = "frame not completed within stall-timeout";
+        }
+        for (req *r = c->reqs; r != NULL && why == NULL; r = r->next) {
+            if (r->streaming && !r->ended && r->last_frame_ms <= limit) {
+                why = "streamed message stalled past stall-timeout";
+            }
+        }
+        if (why != NULL) {
+            dkd__conn_fatal(c, LK_MALFORMED, DKD_WIRE_E_MALFORMED, why);
         }
     }
 }
@@ -623,6 +676,7 @@ static void *worker_main(void *arg)
 {
     worker *w = arg;
     dkd__tl_worker = w;
+    w->now_ms = now_ms();
     arm_event(w);
     arm_accept(w);
     arm_sweep(w);
@@ -641,6 +695,8 @@ static void *worker_main(void *arg)
             dkd__wlog(w, LK_SYSTEM, DKD__LOG_ERR, "io_uring_submit_and_wait: %s", strerror(-rc));
             break;
         }
+        /* One clock read per batch: the stall bookkeeping needs only milliseconds. */
+        w->now_ms = now_ms();
         /* Reap every completion that is ready and advance the ring once. */
         struct io_uring_cqe *cqe;
         unsigned head, count = 0;
@@ -800,6 +856,14 @@ dkd__server *dkd__server_new(const dkd__server_config *sc, dkd_engine *eng, dkd_
         mf = UINT32_MAX;
     }
     srv->max_frame = (uint32_t)mf;
+    /* Half of an even split of the budget: a connection holds up to about twice its
+     * share (one buffer being sent, one filling), so all of them together stay within
+     * the budget. Answers are small (a RESULT is well under 16 KiB), so a share of
+     * 16 KiB still holds a few; at the defaults (1 GiB, 4096) it is 128 KiB. */
+    srv->out_share = srv->cfg.memory_budget / srv->cfg.max_connections / 2;
+    if (srv->out_share < OUT_SHARE_MIN) {
+        srv->out_share = OUT_SHARE_MIN;
+    }
     unsigned n = sc->workers;
     if (n == 0) {
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);
@@ -896,8 +960,8 @@ int dkd__server_start(dkd__server *srv)
     if (err != 0) {
         dkd__server_stop(srv);
     }
-    srv_log(srv, DKD__LOG_INFO, "%u workers, ring flags 0x%x, %s accept", started,
-            srv->ring_flags, srv->multishot ? "multishot" : "single-shot");
+    srv_log(srv, DKD__LOG_INFO, "%u workers, ring flags 0x%x, %s accept", started, srv->ring_flags,
+            srv->multishot ? "multishot" : "single-shot");
     return err;
 }
 

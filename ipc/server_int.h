@@ -45,7 +45,9 @@ static inline void *ud_ptr(uint64_t ud)
 
 enum {
     RBUF_BASE = 64 * 1024,       /* receive buffer of every connection */
-    SEND_HIGH_WATER = 4u << 20,  /* stop reading a client that does not read its answers */
+    OUT_SHARE_MIN = 16 * 1024,   /* a connection may always queue this much output */
+    OUT_KEEP = 64 * 1024,        /* send buffers larger than this are freed once sent */
+    SHUTDOWN_FLUSH_MS = 1000,    /* after the shutdown timeout: time to send the answers */
     RING_ENTRIES = 1024,
     REQ_OVERHEAD = 8192,         /* budget charge per request besides its header block */
     TICK_MS = 20,
@@ -112,6 +114,7 @@ struct req {
     bool dead;           /* released while the timer was armed: free on its CQE */
     bool has_time;
     int64_t time;
+    int64_t last_frame_ms; /* a stream's latest frame: the stall timeout bounds the gap */
     unsigned keys_pending;
     size_t nkeys;
     size_t wait_cap;
@@ -132,9 +135,15 @@ struct conn {
     bool closing;     /* shut down; freed once ops == 0 */
     bool close_after_send;
     bool draining;    /* shutdown: last frames read, sent ERROR 5 */
+    bool rx_paused;   /* back-pressure: its share of output is queued; frames wait */
+    bool rx_eof;      /* the client shut down its side: answer what is whole, then close */
     pid_t pid;
     uid_t uid;
-    int64_t last_rx_ms; /* when the last byte arrived */
+    /* The stall timeout bounds each of these, not the gap between bytes: a client that
+     * trickles a frame a byte at a time must not hold a connection for ever. */
+    int64_t accepted_ms;      /* until HELLO */
+    int64_t partial_since_ms; /* the incomplete frame at the end of rbuf began; 0 = none */
+    int64_t tx_wait_ms;       /* output queued and not sent since; 0 = nothing queued */
     uint8_t *rbuf;
     size_t rcap, rlen;
     size_t rpos;      /* unprocessed bytes are rbuf[rpos..rlen): frames are not moved */
@@ -142,6 +151,7 @@ struct conn {
     dkd_wbuf out;     /* being sent: out.ptr[out_off..out.len) */
     size_t out_off;
     dkd_wbuf pend;    /* queued while a send is in flight */
+    uint64_t out_charged; /* out.cap + pend.cap, charged to the memory budget */
     req *reqs;        /* open requests */
     unsigned nreqs;
     uint64_t charged; /* receive buffer growth charged to the budget */
@@ -152,6 +162,12 @@ struct conn {
     _Alignas(struct cmsghdr) char rctl[CMSG_SPACE(sizeof(int) * 4)];
     int passed_fd;          /* received and not yet claimed by an SHM_ATTACH; -1 = none */
     bool fd_excess;         /* more than one descriptor arrived: a protocol error */
+    bool fd_fresh;          /* the receive being handled brought passed_fd */
+    bool fd_claim_next;     /* the next whole frame must be the SHM_ATTACH it came with */
+    /* Streams refused at VERIFY_BEGIN whose END has not arrived: their BODY and END are
+     * discarded and their ids stay in use (PROTOCOL.md 4.4). At most max_inflight. */
+    uint32_t *refused;
+    unsigned nrefused;
     const uint8_t *shm;     /* the attached region (PROT_READ), NULL = none */
     uint64_t shm_size;
 };
@@ -168,6 +184,8 @@ struct worker {
     bool multishot;
     bool stopping;     /* saw the server's stop flag */
     bool tick_armed;
+    bool deadline_done;  /* the shutdown timeout expired and every request was answered */
+    int64_t now_ms;      /* CLOCK_MONOTONIC, read once per batch of completions */
     struct __kernel_timespec tick_ts;
     struct __kernel_timespec sweep_ts;
     int64_t stop_deadline_ms;
@@ -200,6 +218,7 @@ struct dkd__server {
     unsigned ring_flags;
     bool multishot;
     uint32_t max_frame;
+    uint64_t out_share; /* output one connection may queue before it is no longer read */
     worker *workers;
     unsigned nworkers; /* fixed in dkd__server_new: the workers read it */
     unsigned nstarted; /* threads to join */
@@ -223,6 +242,9 @@ void dkd__wlog(worker *w, enum log_kind kind, int level, const char *fmt, ...)
 /* dkd__budget_take charges n bytes to the global memory budget; false when over it. */
 bool dkd__budget_take(dkd__server *srv, uint64_t n);
 void dkd__budget_give(dkd__server *srv, uint64_t n);
+/* dkd__budget_force charges memory that is already allocated (queued answers): it can
+ * take the budget over its limit, which then refuses new requests until it drops. */
+void dkd__budget_force(dkd__server *srv, uint64_t n);
 /* dkd__get_sqe returns a submission entry, flushing a full queue first; never NULL. */
 struct io_uring_sqe *dkd__get_sqe(worker *w);
 /* dkd__conn_begin_close drops c's requests; c is freed once no SQE refers to it. */
@@ -242,7 +264,15 @@ void dkd__req_release(req *r);
 void dkd__req_timer(worker *w, req *r, int res);
 /* dkd__drain_done_stack applies the key answers other threads posted to w. */
 void dkd__drain_done_stack(worker *w);
-/* dkd__conn_process handles every whole frame received and sizes the buffer. */
+/* dkd__conn_process handles every whole frame received and sizes the buffer; it stops
+ * early (rx_paused) when the connection's output reaches its share. */
 void dkd__conn_process(conn *c);
+/* dkd__conn_out_queued: bytes of answers waiting to be sent. */
+size_t dkd__conn_out_queued(const conn *c);
+/* dkd__conn_eof handles the client's shutdown of its side (a recv of 0 bytes). */
+void dkd__conn_eof(conn *c);
+/* dkd__conn_deadline answers every whole request with its verdict so far (keys not
+ * found yet: temperror), every other with ERROR 5, then ERROR 5 on id 0 and close. */
+void dkd__conn_deadline(conn *c);
 
 #endif

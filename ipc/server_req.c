@@ -25,15 +25,44 @@
 
 /* ---- output ---- */
 
+size_t dkd__conn_out_queued(const conn *c)
+{
+    return c->pend.len + (c->out.len - c->out_off);
+}
+
+/* account_out keeps the memory budget's charge equal to what the send buffers hold:
+ * answers a client has not read yet are memory like any other. */
+static void account_out(conn *c)
+{
+    uint64_t held = (uint64_t)c->out.cap + c->pend.cap;
+    if (held > c->out_charged) {
+        dkd__budget_force(c->w->srv, held - c->out_charged);
+    } else if (held < c->out_charged) {
+        dkd__budget_give(c->w->srv, c->out_charged - held);
+    }
+    c->out_charged = held;
+}
+
 void dkd__conn_flush(conn *c)
 {
     if (c->send_armed || c->closing) {
         return;
     }
+    if (c->rx_eof && c->nreqs == 0) {
+        c->close_after_send = true; /* half-closed and every request answered */
+    }
     if (c->out_off == c->out.len) {
-        dkd_wbuf_reset(&c->out);
         c->out_off = 0;
+        if (c->out.cap > OUT_KEEP) {
+            /* A burst of answers is over: do not keep its buffer for an idle client. */
+            dkd_wbuf_free(&c->out);
+            dkd_wbuf_init(&c->out);
+        } else {
+            dkd_wbuf_reset(&c->out);
+        }
         if (c->pend.len == 0) {
+            c->tx_wait_ms = 0;
+            account_out(c);
             if (c->close_after_send) {
                 dkd__conn_begin_close(c);
             }
@@ -42,10 +71,10 @@ void dkd__conn_flush(conn *c)
         dkd_wbuf t = c->out;
         c->out = c->pend;
         c->pend = t;
+        account_out(c);
     }
     struct io_uring_sqe *sqe = dkd__get_sqe(c->w);
-    io_uring_prep_send(sqe, c->fd, c->out.ptr + c->out_off, c->out.len - c->out_off,
-                       MSG_NOSIGNAL);
+    io_uring_prep_send(sqe, c->fd, c->out.ptr + c->out_off, c->out.len - c->out_off, MSG_NOSIGNAL);
     io_uring_sqe_set_data64(sqe, ud_make(c, OP_SEND));
     c->send_armed = true;
     c->ops++;
@@ -60,6 +89,12 @@ static void conn_queued(conn *c)
         dkd__wlog(c->w, LK_SYSTEM, DKD__LOG_ERR, "out of memory queueing an answer; closing");
         dkd__conn_begin_close(c);
         return;
+    }
+    if (c->tx_wait_ms == 0) {
+        c->tx_wait_ms = c->w->now_ms;
+    }
+    if (c->pend.cap + c->out.cap != c->out_charged) {
+        account_out(c);
     }
     if (!c->in_process) {
         dkd__conn_flush(c);
@@ -103,7 +138,7 @@ void dkd__send_error(conn *c, uint32_t id, uint16_t code, const char *text)
 void dkd__conn_fatal(conn *c, enum log_kind kind, uint16_t code, const char *text)
 {
     dkd__wlog(c->w, kind, DKD__LOG_WARNING, "client pid %ld uid %ld: %s; closing", (long)c->pid,
-         (long)c->uid, text);
+              (long)c->uid, text);
     dkd__send_error(c, 0, code, text);
 }
 
@@ -188,7 +223,7 @@ void dkd__req_release(req *r)
     w->free_reqs = r;
 }
 
-static req *req_find(conn *c, uint32_t id)
+static req *req_find(const conn *c, uint32_t id)
 {
     for (req *r = c->reqs; r != NULL; r = r->next) {
         if (r->id == id) {
@@ -196,6 +231,52 @@ static req *req_find(conn *c, uint32_t id)
         }
     }
     return NULL;
+}
+
+/* ---- streams refused at VERIFY_BEGIN ---- */
+
+static bool refused_has(const conn *c, uint32_t id)
+{
+    for (unsigned k = 0; k < c->nrefused; k++) {
+        if (c->refused[k] == id) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static void refused_remove(conn *c, uint32_t id)
+{
+    for (unsigned k = 0; k < c->nrefused; k++) {
+        if (c->refused[k] == id) {
+            c->refused[k] = c->refused[--c->nrefused];
+            return;
+        }
+    }
+}
+
+/* refuse_stream answers a VERIFY_BEGIN with ERROR and remembers its id until its END,
+ * so that the stream's later frames are discarded, not answered (PROTOCOL.md 4.4). A
+ * client holding more refused streams than max_inflight is not following the text. */
+static void refuse_stream(conn *c, uint32_t id, uint16_t code, const char *text)
+{
+    unsigned cap = c->w->srv->cfg.max_inflight;
+    if (c->refused == NULL) {
+        c->refused = malloc(cap * sizeof *c->refused);
+    }
+    if (c->refused == NULL || c->nrefused >= cap) {
+        dkd__conn_fatal(c, LK_OVERLOADED, DKD_WIRE_E_OVERLOADED,
+                        "too many refused streams without VERIFY_END");
+        return;
+    }
+    c->refused[c->nrefused++] = id;
+    dkd__send_error(c, id, code, text);
+}
+
+/* id_in_use: a request, or a refused stream waiting for its END, has this id. */
+static bool id_in_use(const conn *c, uint32_t id)
+{
+    return req_find(c, id) != NULL || refused_has(c, id);
 }
 
 static uint16_t errcode_of_engine(int rc)
@@ -283,8 +364,8 @@ static void key_apply(worker *w, lookup *lk, dkd_key *key)
 {
     req *r = lk->r;
     uint32_t idx = lk->idx;
-    bool live = lk->gen == r->gen && r->c != NULL && !r->failed && idx < r->nkeys &&
-                r->key_wait[idx];
+    bool live =
+        lk->gen == r->gen && r->c != NULL && !r->failed && idx < r->nkeys && r->key_wait[idx];
     lk->next = w->free_lookups;
     w->free_lookups = lk;
     w->lookups_out--;
@@ -311,8 +392,7 @@ static void key_done(void *arg, dkd_key *key)
     lookup *head = atomic_load_explicit(&w->done_stack, memory_order_relaxed);
     do {
         lk->next = head;
-    } while (!atomic_compare_exchange_weak_explicit(&w->done_stack, &head, lk,
-                                                    memory_order_release,
+    } while (!atomic_compare_exchange_weak_explicit(&w->done_stack, &head, lk, memory_order_release,
                                                     memory_order_relaxed));
     uint64_t one = 1;
     /* The eventfd counter cannot overflow in practice; a failed write only delays the
@@ -393,6 +473,27 @@ static int req_start_lookups(req *r)
     return 0;
 }
 
+/* expire_keys gives every key request r still waits for a failure of the given
+ * reason, so that the verdict can be formed now. False when out of memory (then r has
+ * been answered with ERROR). */
+static bool expire_keys(req *r, enum dkd_reason reason, const char *why)
+{
+    for (size_t i = 0; i < r->nkeys; i++) {
+        if (!r->key_wait[i]) {
+            continue;
+        }
+        dkd_key *k = dkd_key_from_failure(reason, why);
+        if (k == NULL) {
+            req_fail(r, DKD_WIRE_E_INTERNAL, "out of memory");
+            return false;
+        }
+        r->key_wait[i] = false;
+        r->keys_pending--;
+        dkd_msg_key_ready(r->m, i, k);
+    }
+    return true;
+}
+
 /* dkd__req_timer: a request's key deadline passed (or its timer was removed). */
 void dkd__req_timer(worker *w, req *r, int res)
 {
@@ -411,21 +512,62 @@ void dkd__req_timer(worker *w, req *r, int res)
      * dropped by key_apply because their slot is no longer waiting. */
     CNT_ADD(w, key_timeouts, 1);
     dkd__wlog(w, LK_MESSAGE, DKD__LOG_WARNING, "key lookup deadline (%u ms) passed",
-         w->srv->cfg.key_timeout_ms);
-    for (size_t i = 0; i < r->nkeys; i++) {
-        if (!r->key_wait[i]) {
-            continue;
-        }
-        dkd_key *k = dkd_key_from_failure(DKD_REASON_DNS_TIMEOUT, "key lookup deadline passed");
-        if (k == NULL) {
-            req_fail(r, DKD_WIRE_E_INTERNAL, "out of memory");
-            return;
-        }
-        r->key_wait[i] = false;
-        r->keys_pending--;
-        dkd_msg_key_ready(r->m, i, k);
+              w->srv->cfg.key_timeout_ms);
+    if (expire_keys(r, DKD_REASON_DNS_TIMEOUT, "key lookup deadline passed")) {
+        req_try_finish(r);
     }
-    req_try_finish(r);
+}
+
+/*
+ * dkd__conn_eof: the client shut down its side. What it sent in full is answered (its
+ * keys may still be on their way); a stream it cannot finish now is dropped, and so is
+ * a partial frame. The connection closes when the last answer has been sent.
+ */
+void dkd__conn_eof(conn *c)
+{
+    c->rx_eof = true;
+    c->partial_since_ms = 0;
+    c->nrefused = 0;
+    req *next;
+    for (req *r = c->reqs; r != NULL; r = next) {
+        next = r->next;
+        if (r->streaming && !r->ended) {
+            dkd__req_release(r);
+        }
+    }
+    dkd__conn_flush(c);
+}
+
+/*
+ * dkd__conn_deadline: the shutdown timeout expired. Every request received in full gets
+ * its verdict as it stands, keys not found yet counting as temperror (dns-timeout);
+ * incomplete streams get ERROR 5; then ERROR 5 on id 0, and the close once it is sent.
+ */
+void dkd__conn_deadline(conn *c)
+{
+    c->draining = true;
+    c->in_process = true; /* one send for all of it */
+    req *next;
+    for (req *r = c->reqs; r != NULL && !c->closing; r = next) {
+        next = r->next;
+        if (r->ended && !r->failed) {
+            if (expire_keys(r, DKD_REASON_DNS_TIMEOUT, "server shutting down")) {
+                timer_remove(r);
+                req_try_finish(r);
+            }
+        } else {
+            if (!r->failed) {
+                dkd__send_error(c, r->id, DKD_WIRE_E_SHUTTING_DOWN, "server is shutting down");
+            }
+            if (!c->closing) {
+                dkd__req_release(r);
+            }
+        }
+    }
+    c->in_process = false;
+    if (!c->closing) {
+        dkd__send_error(c, 0, DKD_WIRE_E_SHUTTING_DOWN, "server is shutting down");
+    }
 }
 
 /* ---- frames ---- */
@@ -445,37 +587,58 @@ static void copy_opts(worker *w, req *r, const dkd_wire_verify_opts *o)
     r->time = o->time;
 }
 
-/*
- * admit checks an id and the limits before a new request opens. Returns true when the
- * request may proceed; otherwise the answer has been queued.
- */
-static bool admit(conn *c, uint32_t id, uint64_t charge)
+/* check_id refuses request_id 0 (closing the connection) and an id in use; true when
+ * the id may open a request. */
+static bool check_id(conn *c, uint32_t id)
 {
-    worker *w = c->w;
-    dkd__server *srv = w->srv;
     if (id == 0) {
         dkd__conn_fatal(c, LK_MALFORMED, DKD_WIRE_E_PROTOCOL, "request_id 0 is reserved");
         return false;
     }
-    if (req_find(c, id) != NULL) {
+    if (id_in_use(c, id)) {
         /* Also a stream answered early with ERROR: its id is busy until its END. */
         dkd__send_error(c, id, DKD_WIRE_E_PROTOCOL, "request_id is in use");
         return false;
     }
+    return true;
+}
+
+/* refuse answers a request that may not open with ERROR; a stream is remembered so
+ * that its BODY and END frames are discarded. */
+static void refuse(conn *c, uint32_t id, bool stream, uint16_t code, const char *text)
+{
+    if (stream) {
+        refuse_stream(c, id, code, text);
+    } else {
+        dkd__send_error(c, id, code, text);
+    }
+}
+
+/*
+ * admit checks an id and the limits before a new request opens. Returns true when the
+ * request may proceed; otherwise the answer has been queued.
+ */
+static bool admit(conn *c, uint32_t id, bool stream, uint64_t charge)
+{
+    worker *w = c->w;
+    dkd__server *srv = w->srv;
+    if (!check_id(c, id)) {
+        return false;
+    }
     if (atomic_load_explicit(&srv->stop, memory_order_relaxed) && c->draining) {
-        dkd__send_error(c, id, DKD_WIRE_E_SHUTTING_DOWN, "server is shutting down");
+        refuse(c, id, stream, DKD_WIRE_E_SHUTTING_DOWN, "server is shutting down");
         return false;
     }
     if (c->nreqs >= srv->cfg.max_inflight) {
         dkd__wlog(w, LK_OVERLOADED, DKD__LOG_WARNING, "client pid %ld: over %u requests in flight",
-             (long)c->pid, srv->cfg.max_inflight);
-        dkd__send_error(c, id, DKD_WIRE_E_OVERLOADED, "too many requests in flight");
+                  (long)c->pid, srv->cfg.max_inflight);
+        refuse(c, id, stream, DKD_WIRE_E_OVERLOADED, "too many requests in flight");
         return false;
     }
     if (!dkd__budget_take(srv, charge)) {
         dkd__wlog(w, LK_OVERLOADED, DKD__LOG_WARNING, "memory budget of %llu bytes exhausted",
-             (unsigned long long)srv->cfg.memory_budget);
-        dkd__send_error(c, id, DKD_WIRE_E_OVERLOADED, "server memory budget exhausted");
+                  (unsigned long long)srv->cfg.memory_budget);
+        refuse(c, id, stream, DKD_WIRE_E_OVERLOADED, "server memory budget exhausted");
         return false;
     }
     return true;
@@ -489,17 +652,18 @@ static req *begin_request(conn *c, uint32_t id, const dkd_wire_verify_opts *opts
     worker *w = c->w;
     dkd__server *srv = w->srv;
     uint64_t charge = (uint64_t)hlen + REQ_OVERHEAD;
-    if (!admit(c, id, charge)) {
+    if (!admit(c, id, !whole, charge)) {
         return NULL;
     }
     req *r = req_get(w, c, id);
     if (r == NULL) {
         dkd__budget_give(srv, charge);
-        dkd__send_error(c, id, DKD_WIRE_E_INTERNAL, "out of memory");
+        refuse(c, id, !whole, DKD_WIRE_E_INTERNAL, "out of memory");
         return NULL;
     }
     r->charged = charge;
     r->streaming = !whole;
+    r->last_frame_ms = w->now_ms;
     copy_opts(w, r, opts);
     if (len > srv->cfg.max_message_bytes || (!whole && len > srv->cfg.max_header_bytes)) {
         req_fail(r, DKD_WIRE_E_TOO_LARGE, "message over the size limit");
@@ -577,20 +741,36 @@ static const char *map_region(int fd, uint64_t size, const uint8_t **out)
 static void shm_attach(conn *c, const dkd_wire_header *h, dkd_span payload)
 {
     worker *w = c->w;
-    uint64_t size;
-    if (h->request_id == 0 || dkd_wire_decode_shm_attach(payload, &size) != 0) {
-        dkd__conn_fatal(c, LK_MALFORMED, DKD_WIRE_E_MALFORMED, "malformed SHM_ATTACH");
-        return;
-    }
+    uint64_t size = 0;
+    /* The descriptor that came with this frame is ours to close whatever the answer. */
     int fd = c->passed_fd;
     c->passed_fd = -1;
+    if (h->request_id == 0) {
+        if (fd >= 0) {
+            close(fd);
+        }
+        dkd__conn_fatal(c, LK_MALFORMED, DKD_WIRE_E_PROTOCOL, "request_id 0 is reserved");
+        return;
+    }
+    if (dkd_wire_decode_shm_attach(payload, &size) != 0) {
+        if (payload.len != 8) {
+            if (fd >= 0) {
+                close(fd);
+            }
+            dkd__conn_fatal(c, LK_MALFORMED, DKD_WIRE_E_MALFORMED, "malformed SHM_ATTACH");
+            return;
+        }
+        /* Eight bytes fail to decode only as size 0: well framed, so it is refused on
+         * its id like the other unusable regions. */
+        size = 0;
+    }
     uint16_t code = DKD_WIRE_E_MALFORMED;
     const char *why = NULL;
     const uint8_t *base = NULL;
     if (w->srv->cfg.max_shm_bytes == 0) {
         code = DKD_WIRE_E_PROTOCOL;
         why = "shared memory is disabled in this server";
-    } else if (req_find(c, h->request_id) != NULL) {
+    } else if (id_in_use(c, h->request_id)) {
         code = DKD_WIRE_E_PROTOCOL;
         why = "request_id is in use";
     } else if (c->shm != NULL) {
@@ -598,6 +778,8 @@ static void shm_attach(conn *c, const dkd_wire_header *h, dkd_span payload)
         why = "a region is attached already";
     } else if (fd < 0) {
         why = "SHM_ATTACH without a file descriptor (SCM_RIGHTS)";
+    } else if (size == 0) {
+        why = "SHM_ATTACH of size 0";
     } else if (size > w->srv->cfg.max_shm_bytes || size > SIZE_MAX) {
         code = DKD_WIRE_E_TOO_LARGE;
         why = "region over max_shm_bytes";
@@ -691,17 +873,22 @@ static void stream_body(conn *c, const dkd_wire_header *h, dkd_span payload)
 {
     worker *w = c->w;
     req *r = req_find(c, h->request_id);
+    if (r == NULL && refused_has(c, h->request_id)) {
+        return; /* refused at VERIFY_BEGIN: discarded silently */
+    }
     if (r == NULL || !r->streaming || r->ended) {
         dkd__send_error(c, h->request_id, DKD_WIRE_E_UNKNOWN_REQUEST, "no open stream for this id");
         return;
     }
+    r->last_frame_ms = w->now_ms;
     if (r->failed) {
         return;
     }
     r->bytes += payload.len;
     if (r->bytes > w->srv->cfg.max_message_bytes) {
-        dkd__wlog(w, LK_TOO_LARGE, DKD__LOG_INFO, "client pid %ld: streamed message over %llu bytes",
-             (long)c->pid, (unsigned long long)w->srv->cfg.max_message_bytes);
+        dkd__wlog(w, LK_TOO_LARGE, DKD__LOG_INFO,
+                  "client pid %ld: streamed message over %llu bytes", (long)c->pid,
+                  (unsigned long long)w->srv->cfg.max_message_bytes);
         req_fail(r, DKD_WIRE_E_TOO_LARGE, "message over the size limit");
         return;
     }
@@ -714,6 +901,10 @@ static void stream_body(conn *c, const dkd_wire_header *h, dkd_span payload)
 static void stream_end(conn *c, const dkd_wire_header *h)
 {
     req *r = req_find(c, h->request_id);
+    if (r == NULL && refused_has(c, h->request_id)) {
+        refused_remove(c, h->request_id); /* the id is free again */
+        return;
+    }
     if (r == NULL || !r->streaming || r->ended) {
         dkd__send_error(c, h->request_id, DKD_WIRE_E_UNKNOWN_REQUEST, "no open stream for this id");
         return;
@@ -802,6 +993,10 @@ static void hello(conn *c, const dkd_wire_header *h, dkd_span payload)
         dkd__conn_fatal(c, LK_MALFORMED, DKD_WIRE_E_PROTOCOL, "second HELLO");
         return;
     }
+    if (h->request_id != 0) {
+        dkd__conn_fatal(c, LK_MALFORMED, DKD_WIRE_E_PROTOCOL, "HELLO on a nonzero request_id");
+        return;
+    }
     if (dkd_wire_decode_hello(payload, &m) != 0) {
         dkd__conn_fatal(c, LK_MALFORMED, DKD_WIRE_E_MALFORMED, "malformed HELLO");
         return;
@@ -822,7 +1017,7 @@ static void hello(conn *c, const dkd_wire_header *h, dkd_span payload)
         .server_name = dkd__span_str("dkimd"),
         .features = srv->cfg.max_shm_bytes > 0 ? DKD_WIRE_F_SHM : 0,
     };
-    dkd_wire_put_hello_ok(&c->pend, h->request_id, &ok);
+    dkd_wire_put_hello_ok(&c->pend, 0, &ok);
     conn_queued(c);
 }
 
@@ -833,6 +1028,16 @@ static void on_frame(conn *c, const dkd_wire_header *h, dkd_span payload)
     if (!c->hello_done && h->type != DKD_WIRE_HELLO) {
         dkd__conn_fatal(c, LK_MALFORMED, DKD_WIRE_E_PROTOCOL, "frame before HELLO");
         return;
+    }
+    if (c->fd_claim_next) {
+        /* The frame cut short by the receive that brought a descriptor: it must be the
+         * SHM_ATTACH the descriptor was sent with (PROTOCOL.md 4.9). */
+        c->fd_claim_next = false;
+        if (h->type != DKD_WIRE_SHM_ATTACH) {
+            dkd__conn_fatal(c, LK_MALFORMED, DKD_WIRE_E_PROTOCOL,
+                            "file descriptor sent with a frame other than SHM_ATTACH");
+            return;
+        }
     }
     switch (h->type) {
     case DKD_WIRE_HELLO:
@@ -863,19 +1068,23 @@ static void on_frame(conn *c, const dkd_wire_header *h, dkd_span payload)
         verify_shm(c, h, payload);
         break;
     case DKD_WIRE_STATS:
-        if (payload.len != 0 || h->request_id == 0) {
+        if (payload.len != 0) {
             dkd__conn_fatal(c, LK_MALFORMED, DKD_WIRE_E_MALFORMED, "malformed STATS");
             break;
         }
-        answer_stats(c, h->request_id);
+        if (check_id(c, h->request_id)) {
+            answer_stats(c, h->request_id);
+        }
         break;
     case DKD_WIRE_PING:
-        if (payload.len > DKD_WIRE_MAX_PING || h->request_id == 0) {
+        if (payload.len > DKD_WIRE_MAX_PING) {
             dkd__conn_fatal(c, LK_MALFORMED, DKD_WIRE_E_MALFORMED, "malformed PING");
             break;
         }
-        dkd_wire_put_data(&c->pend, DKD_WIRE_PONG, h->request_id, payload);
-        conn_queued(c);
+        if (check_id(c, h->request_id)) {
+            dkd_wire_put_data(&c->pend, DKD_WIRE_PONG, h->request_id, payload);
+            conn_queued(c);
+        }
         break;
     default:
         dkd__conn_fatal(c, LK_MALFORMED, DKD_WIRE_E_MALFORMED, "unknown frame type");
@@ -900,8 +1109,15 @@ void dkd__conn_process(conn *c)
     dkd__server *srv = w->srv;
     dkd_span in = dkd__span(c->rbuf + c->rpos, c->rlen - c->rpos);
     uint32_t need = 0;
+    bool consumed = false;
     c->in_process = true;
     while (!c->close_after_send && !c->closing) {
+        if (c->pend.cap + c->out.cap >= srv->out_share && in.len > 0) {
+            /* Its share of answers is waiting: the rest waits for the client to read
+             * (on_send resumes), and so does the socket. */
+            c->rx_paused = true;
+            break;
+        }
         uint32_t limit = c->hello_done ? srv->max_frame : DKD_WIRE_PRE_HELLO_MAX;
         /* HELLO always carries version 1; afterwards the negotiated one (also 1). */
         dkd_wire_header h;
@@ -921,11 +1137,36 @@ void dkd__conn_process(conn *c)
             dkd__conn_fatal(c, LK_TOO_LARGE, DKD_WIRE_E_TOO_LARGE, "frame over max_frame");
             break;
         }
+        consumed = true;
+        if (c->fd_fresh && in.len == 0 && c->passed_fd >= 0 && h.type != DKD_WIRE_SHM_ATTACH) {
+            /* The kernel ends a receive right after the bytes a descriptor came with, so
+             * the last frame of this receive is the one it was sent with. */
+            dkd__conn_fatal(c, LK_MALFORMED, DKD_WIRE_E_PROTOCOL,
+                            "file descriptor sent with a frame other than SHM_ATTACH");
+            break;
+        }
         on_frame(c, &h, payload);
     }
     c->in_process = false;
     if (c->closing) {
         return;
+    }
+    if (c->fd_fresh && !c->close_after_send && !c->rx_paused) {
+        /* Every frame of the receive that brought the descriptor has been handled and
+         * none took it: it came with the partial frame left, which must be its
+         * SHM_ATTACH. (A paused batch is judged when it resumes.) */
+        c->fd_fresh = false;
+        if (c->passed_fd >= 0 && in.len == 0) {
+            dkd__conn_fatal(c, LK_MALFORMED, DKD_WIRE_E_PROTOCOL,
+                            "file descriptor sent with a frame other than SHM_ATTACH");
+        } else if (c->passed_fd >= 0) {
+            c->fd_claim_next = true;
+        }
+    }
+    if (in.len == 0) {
+        c->partial_since_ms = 0;
+    } else if (consumed || c->partial_since_ms == 0) {
+        c->partial_since_ms = w->now_ms; /* a new frame began in this receive */
     }
     /* One send for every answer this batch queued (a no-op if one is in flight). */
     dkd__conn_flush(c);
@@ -962,8 +1203,8 @@ void dkd__conn_process(conn *c)
         c->rbuf = nb;
         c->rcap = want;
         c->charged += extra;
-    } else if (c->rcap > srv->cfg.max_body_chunk + DKD_WIRE_HEADER_LEN &&
-               c->rlen <= RBUF_BASE && c->rpos + need <= RBUF_BASE) {
+    } else if (c->rcap > srv->cfg.max_body_chunk + DKD_WIRE_HEADER_LEN && c->rlen <= RBUF_BASE &&
+               c->rpos + need <= RBUF_BASE) {
         /* A whole-message frame is done: give its memory back. A buffer that only grew
          * to the body chunk size is kept, or a client streaming chunks a little over
          * 64 KiB would make us reallocate on every frame. */
