@@ -434,11 +434,19 @@ static void on_accept(worker *w, struct io_uring_cqe *cqe)
         return;
     }
     uint64_t open = atomic_fetch_add_explicit(&srv->connections_open, 1, memory_order_relaxed);
-    if (open >= srv->cfg.max_connections || !dkd__budget_take(srv, RBUF_BASE)) {
+    if (open >= srv->cfg.max_connections) {
         atomic_fetch_sub_explicit(&srv->connections_open, 1, memory_order_relaxed);
         dkd__wlog(w, LK_OVERLOADED, DKD__LOG_WARNING, "refused a connection: %llu open (limit %u)",
                   (unsigned long long)open, srv->cfg.max_connections);
         refuse(w, fd, DKD_WIRE_E_OVERLOADED, "too many connections");
+        return;
+    }
+    if (!dkd__budget_take(srv, RBUF_BASE)) {
+        atomic_fetch_sub_explicit(&srv->connections_open, 1, memory_order_relaxed);
+        dkd__wlog(w, LK_OVERLOADED, DKD__LOG_WARNING,
+                  "refused a connection: memory budget of %llu bytes exhausted",
+                  (unsigned long long)srv->cfg.memory_budget);
+        refuse(w, fd, DKD_WIRE_E_OVERLOADED, "server memory budget exhausted");
         return;
     }
     conn *c = calloc(1, sizeof *c);
@@ -856,11 +864,14 @@ dkd__server *dkd__server_new(const dkd__server_config *sc, dkd_engine *eng, dkd_
         mf = UINT32_MAX;
     }
     srv->max_frame = (uint32_t)mf;
-    /* Half of an even split of the budget: a connection holds up to about twice its
-     * share (one buffer being sent, one filling), so all of them together stay within
-     * the budget. Answers are small (a RESULT is well under 16 KiB), so a share of
-     * 16 KiB still holds a few; at the defaults (1 GiB, 4096) it is 128 KiB. */
-    srv->out_share = srv->cfg.memory_budget / srv->cfg.max_connections / 2;
+    /* An even split of the budget, less the receive buffer, over four: a connection at
+     * its share holds two send buffers (one being sent, one filling), each up to twice
+     * what it holds as it grows by doubling. So all connections at their shares fit in
+     * the budget together and a client that never reads cannot crowd out the others.
+     * Answers are small (a RESULT is well under 16 KiB), so even the 16 KiB floor holds
+     * a few; at the defaults (1 GiB, 4096 connections) the share is 48 KiB. */
+    uint64_t even = srv->cfg.memory_budget / srv->cfg.max_connections;
+    srv->out_share = even > RBUF_BASE ? (even - RBUF_BASE) / 4 : 0;
     if (srv->out_share < OUT_SHARE_MIN) {
         srv->out_share = OUT_SHARE_MIN;
     }

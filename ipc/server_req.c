@@ -1112,7 +1112,7 @@ void dkd__conn_process(conn *c)
     bool consumed = false;
     c->in_process = true;
     while (!c->close_after_send && !c->closing) {
-        if (c->pend.cap + c->out.cap >= srv->out_share && in.len > 0) {
+        if (in.len > 0 && dkd__conn_out_queued(c) >= srv->out_share) {
             /* Its share of answers is waiting: the rest waits for the client to read
              * (on_send resumes), and so does the socket. */
             c->rx_paused = true;

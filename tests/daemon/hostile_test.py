@@ -119,6 +119,23 @@ def t_unread(dkimd, root, tmp):
         st = {}
         if f is not None and f[0] == STATS_REPLY:
             st = parse_stats(f[2])
+        # A client that pipelines as much but reads: paused and resumed many times over,
+        # it gets every answer.
+        reader = Conn(d.path)
+        reader.s.settimeout(30)
+        import threading
+        sender = threading.Thread(target=lambda: reader.s.sendall(burst), daemon=True)
+        sender.start()
+        replies = set()
+        while len(replies) < nreq:
+            f = reader.read()
+            if f is None or f[0] != STATS_REPLY:
+                break
+            replies.add(f[1])
+        sender.join(30)
+        check(len(replies) == nreq, "unread: a client pipelining %d STATS and reading gets "
+              "every answer through the back-pressure (%d)" % (nreq, len(replies)))
+        reader.close()
         sent = sum(off for _, off in conns)
         print("    unread: %d connections pushed %.1f MB of STATS (%d answers' worth); "
               "daemon RSS %.1f MB at start, peak %.1f MB; memory_used %.1f MB; budget %.0f MB"
