@@ -11,8 +11,14 @@
   every query with SERVFAIL, 'silent' never answers, 'truncate' sets TC over UDP and
   closes TCP connections, 'truncate-ok' sets TC over UDP and answers over TCP with its
   record (a large one is the oversize case), 'switch' answers its record with TTL 0
-  until asked for a name starting with the label 'switch-off', then SERVFAILs; each
-  counts the queries it saw.
+  until asked for a name starting with the label 'switch-off', then SERVFAILs; 'dark'
+  answers its record for every name except those matching the regular expression
+  `silent`, which it never answers (a forwarder whose upstream for some domains is
+  dead); each counts the queries it saw and logs (monotonic time, name, qtype).
+- Authority(addr, records, delegations, silent): a small authoritative server for a
+  root or a child zone on addr:53 (any 127/8 address, so referrals need no port),
+  answering referrals with glue, wildcard TXT owners ('*.' prefix), NODATA and
+  NXDOMAIN; names matching `silent` (or everything, silent=True) are never answered.
 
 Standard library only.
 """
@@ -293,18 +299,42 @@ def _answers(port):
         s.close()
 
 
+def qname_of(req):
+    """(lowercased name without the final dot, qtype) of a query, or (None, 0)."""
+    try:
+        off, labels = 12, []
+        while req[off]:
+            n = req[off]
+            labels.append(req[off + 1:off + 1 + n].decode("ascii", "replace"))
+            off += 1 + n
+        return ".".join(labels).lower(), struct.unpack(">H", req[off + 1:off + 3])[0]
+    except (IndexError, struct.error):
+        return None, 0
+
+
 class Responder:
     """A misbehaving DNS server on a free port, UDP and TCP, in threads."""
 
-    def __init__(self, mode, txt=b"v=DKIM1; p="):
+    def __init__(self, mode, txt=b"v=DKIM1; p=", silent=None):
         self.mode, self.txt, self.count = mode, txt, 0
+        self.silent = re.compile(silent) if silent else None
+        self.log = []  # (time.monotonic(), name, qtype) per query
         self.port = free_port()
         self.lock = threading.Lock()
 
+    def seen(self, name):
+        """Monotonic times at which queries for name arrived."""
+        with self.lock:
+            return [t for t, n, _ in self.log if n == name.lower().rstrip(".")]
+
     def _reply(self, req, tcp):
+        name, qtype = qname_of(req)
         with self.lock:
             self.count += 1
+            self.log.append((time.monotonic(), name, qtype))
         if len(req) < 12 or self.mode == "silent":
+            return None
+        if self.mode == "dark" and (name is None or self.silent.search(name)):
             return None
         qid, flags = struct.unpack(">HH", req[:4])
         end = 12
@@ -330,41 +360,173 @@ class Responder:
         return struct.pack(">HHHHHH", qid, 0x8480 | rd, 1, 1, 0, 0) + question + ans
 
     def __enter__(self):
-        outer = self
+        self.udp, self.tcp = _serve(self, "127.0.0.1", self.port)
+        return self
 
-        class UDP(socketserver.BaseRequestHandler):
-            def handle(self):
-                data, sock = self.request
-                r = outer._reply(data, False)
-                if r is not None:
-                    sock.sendto(r, self.client_address)
-
-        class TCP(socketserver.BaseRequestHandler):
-            def handle(self):
-                try:
-                    hdr = self.request.recv(2)
-                    if len(hdr) < 2:
-                        return
-                    n = struct.unpack(">H", hdr)[0]
-                    data = b""
-                    while len(data) < n:
-                        chunk = self.request.recv(n - len(data))
-                        if not chunk:
-                            return
-                        data += chunk
-                    r = outer._reply(data, True)
-                    if r is not None:
-                        self.request.sendall(struct.pack(">H", len(r)) + r)
-                except OSError:
-                    pass
-
-        socketserver.UDPServer.allow_reuse_address = True
-        socketserver.TCPServer.allow_reuse_address = True
-        self.udp = socketserver.ThreadingUDPServer(("127.0.0.1", self.port), UDP)
-        self.tcp = socketserver.ThreadingTCPServer(("127.0.0.1", self.port), TCP)
-        self.udp.daemon_threads = self.tcp.daemon_threads = True
+    def __exit__(self, *exc):
         for srv in (self.udp, self.tcp):
-            threading.Thread(target=srv.serve_forever, daemon=True).start()
+            srv.shutdown()
+            srv.server_close()
+
+
+def _serve(outer, addr, port):
+    """UDP and TCP servers on addr:port answering with outer._reply(req, tcp), or not."""
+
+    class UDP(socketserver.BaseRequestHandler):
+        def handle(self):
+            data, sock = self.request
+            r = outer._reply(data, False)
+            if r is not None:
+                sock.sendto(r, self.client_address)
+
+    class TCP(socketserver.BaseRequestHandler):
+        def handle(self):
+            try:
+                hdr = self.request.recv(2)
+                if len(hdr) < 2:
+                    return
+                n = struct.unpack(">H", hdr)[0]
+                data = b""
+                while len(data) < n:
+                    chunk = self.request.recv(n - len(data))
+                    if not chunk:
+                        return
+                    data += chunk
+                r = outer._reply(data, True)
+                if r is not None:
+                    self.request.sendall(struct.pack(">H", len(r)) + r)
+            except OSError:
+                pass
+
+    socketserver.UDPServer.allow_reuse_address = True
+    socketserver.TCPServer.allow_reuse_address = True
+    udp = socketserver.ThreadingUDPServer((addr, port), UDP)
+    try:
+        tcp = socketserver.ThreadingTCPServer((addr, port), TCP)
+    except OSError:
+        udp.server_close()
+        raise
+    udp.daemon_threads = tcp.daemon_threads = True
+    for srv in (udp, tcp):
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return udp, tcp
+
+
+def txt_wire(data):
+    """TXT rdata: data as character-strings of at most 255 bytes."""
+    return b"".join(bytes([len(data[i:i + 255])]) + data[i:i + 255]
+                    for i in range(0, len(data), 255)) or b"\0"
+
+
+def _wire(name):
+    out = b""
+    for label in name.rstrip(".").split("."):
+        if label:
+            out += bytes([len(label)]) + label.encode("ascii")
+    return out + b"\0"
+
+
+def _rr(owner, rtype, ttl, rdata):
+    return _wire(owner) + struct.pack(">HHIH", rtype, 1, ttl, len(rdata)) + rdata
+
+
+def loopback_addresses(n):
+    """n addresses in 127/8 whose port 53 is free for UDP and TCP now (a random /24, so
+    tests running side by side do not collide); needs root or a low unprivileged port
+    start. Raises OSError when port 53 cannot be bound."""
+    import random
+    rnd = random.Random()
+    for _ in range(50):
+        base = "127.%d.%d." % (rnd.randrange(1, 255), rnd.randrange(0, 255))
+        addrs, ok = [base + str(i) for i in range(1, n + 1)], True
+        for a in addrs:
+            for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+                s = socket.socket(socket.AF_INET, kind)
+                try:
+                    s.bind((a, 53))
+                except OSError as e:
+                    if e.errno in (1, 13):  # EPERM, EACCES: never possible here
+                        raise
+                    ok = False
+                finally:
+                    s.close()
+        if ok:
+            return addrs
+    raise OSError("no free port 53 in 127/8")
+
+
+class Authority:
+    """An authoritative server for one zone on addr:53 (UDP and TCP), in threads.
+
+    records: {owner: [(type, rdata bytes)]}, owners without the final dot, '*.x' a
+    wildcard for any name below x; delegations: {child zone: [(ns name, address)]}
+    (referrals carry the NS records and A glue); silent: a regular expression of
+    names never answered, or True for a dead server that answers nothing."""
+
+    A, NS, SOA, TXT = 1, 2, 6, 16
+
+    def __init__(self, addr, zone, records=None, delegations=None, silent=None):
+        self.addr, self.port, self.zone = addr, 53, zone.lower().rstrip(".")
+        self.records = {k.lower(): v for k, v in (records or {}).items()}
+        self.delegations = {k.lower(): v for k, v in (delegations or {}).items()}
+        self.silent = silent if silent is True else (re.compile(silent) if silent else None)
+        self.log, self.count, self.lock = [], 0, threading.Lock()
+
+    def seen(self, name):
+        with self.lock:
+            return [t for t, n, _ in self.log if n == name.lower().rstrip(".")]
+
+    def _below(self, name, zone):
+        return zone == "" or name == zone or name.endswith("." + zone)
+
+    def _reply(self, req, tcp):
+        name, qtype = qname_of(req)
+        with self.lock:
+            self.count += 1
+            self.log.append((time.monotonic(), name, qtype))
+        if name is None or len(req) < 12 or self.silent is True or (
+                self.silent is not None and self.silent.search(name)):
+            return None
+        qid, flags = struct.unpack(">HH", req[:4])
+        end = 12 + len(_wire(name))
+        question = req[12:end + 4]
+        rd = flags & 0x0100
+        soa = _rr(self.zone, self.SOA, 60, _wire("ns." + self.zone) + _wire("h." + self.zone) +
+                  struct.pack(">IIIII", 1, 3600, 600, 86400, 60))
+        if not self._below(name, self.zone):
+            return struct.pack(">HHHHHH", qid, 0x8000 | rd | 5, 1, 0, 0, 0) + question
+        # The deepest delegation at or above the name: a referral (not for the DS).
+        cut = max((z for z in self.delegations if self._below(name, z)), key=len, default=None)
+        if cut is not None and not (name == cut and qtype == 43):
+            ns = b"".join(_rr(cut, self.NS, 3600, _wire(h)) for h, _ in self.delegations[cut])
+            glue = b"".join(_rr(h, self.A, 3600, socket.inet_aton(a))
+                            for h, a in self.delegations[cut] if self._below(h, cut))
+            nglue = sum(1 for h, _ in self.delegations[cut] if self._below(h, cut))
+            return (struct.pack(">HHHHHH", qid, 0x8000 | rd, 1, 0,
+                                len(self.delegations[cut]), nglue) + question + ns + glue)
+        rrs = self.records.get(name)
+        if rrs is None:
+            parent = name.split(".", 1)[1] if "." in name else ""
+            while rrs is None and parent and self._below(parent, self.zone):
+                rrs = self.records.get("*." + parent)
+                parent = parent.split(".", 1)[1] if "." in parent else ""
+        if name == self.zone:
+            rrs = (rrs or []) + [(self.NS, _wire("ns." + self.zone)), (self.SOA, None)]
+        if rrs is None:
+            exists = any(o.endswith("." + name) for o in list(self.records) +
+                         list(self.delegations))
+            rcode = 0 if exists else 3
+            return (struct.pack(">HHHHHH", qid, 0x8400 | rd | rcode, 1, 0, 1, 0) + question +
+                    soa)
+        ans = [(_rr(name, t, 3600, d) if t != self.SOA else soa) for t, d in rrs
+               if t == qtype]
+        if not ans:
+            return struct.pack(">HHHHHH", qid, 0x8400 | rd, 1, 0, 1, 0) + question + soa
+        return struct.pack(">HHHHHH", qid, 0x8400 | rd, 1, len(ans), 0, 0) + question + \
+            b"".join(ans)
+
+    def __enter__(self):
+        self.udp, self.tcp = _serve(self, self.addr, self.port)
         return self
 
     def __exit__(self, *exc):
