@@ -391,7 +391,26 @@ static inline block_plan plan_block(uint64_t w, uint64_t tab, uint64_t crm, uint
  * message loads (measured: text 1.37 GB/s hashing one iteration back, 1.61 two back,
  * SHA-256 alone 1.66). The fused loops never take unchanged blocks back (TAKE_BACK 0),
  * so `clean` stays 0 there; it is kept in the bound so the rule holds if they ever do.
- * The state stays in two registers for the whole loop.
+ *
+ * The compression is a call (dkd__sha256_compress, in sha256.c, compiled without AVX),
+ * not inline, because of Intel's SSE/AVX transitions. SHA256RNDS2/MSG1/MSG2 have only
+ * legacy SSE encodings; inlined here they run between VEX instructions (the schedule's
+ * VPADDD/VPALIGNR, the rewrite's YMM/ZMM code) while the upper halves of YMM0-15 are
+ * dirty, and the Intel Xeon (AVX-512, VBMI2) we measured pays for every switch between
+ * the two (~100 per block): a loop of blocks mixing VEX-128 with SHA-NI ran at 10 MB/s
+ * with a dirty YMM upper, 1.6 GB/s clean or with legacy encodings only; the fused text
+ * rows at 20 KB at 17-19 MB/s, corpus-bench rsa2048/20k at 944 msgs per CPU-second
+ * against 31 705 with DKD_SHA256=openssl (PERFORMANCE.md, "Intel: the SSE/AVX
+ * transition"). AMD has no such penalty, so the measurements on Zen 4 never showed it.
+ * GCC and clang put a VZEROUPPER before every call out of AVX code (against this very
+ * penalty in the callee), so the callee runs in clean SSE state throughout. A
+ * _mm256_zeroupper() before the inline rounds was tried: as fast for relaxed, but the
+ * compiler is free to schedule the reload of the clobbered YMM constants in among the
+ * rounds, and in the simple AVX2 loop it did (0.39 GB/s); a call is a boundary it cannot
+ * move code across. The cost: the state goes through st[] in memory once per call and
+ * the constants are reloaded after it, which measured within noise of the inline version
+ * (text 20 KB, this Xeon: AVX2 1.48-1.62 GB/s, AVX-512 1.41-1.57, SHA-256 alone
+ * 1.61-1.81).
  */
 #define HASH_BEGIN_SHA                                                                             \
     size_t o0 = sha->len;                                                                          \
@@ -399,29 +418,25 @@ static inline block_plan plan_block(uint64_t w, uint64_t tab, uint64_t crm, uint
     o = o0;                                                                                        \
     size_t h = 0;                                                                                  \
     size_t o_lag = o;                                                                              \
-    __m128i abef, cdgh;                                                                            \
-    dkd__sha256_load(sha->h, &abef, &cdgh)
+    __m128i st[2];                                                                                 \
+    dkd__sha256_load(sha->h, &st[0], &st[1])
 
 #define HASH_STEP_SHA                                                                              \
     {                                                                                              \
         size_t ready = o_lag < o - clean ? o_lag : o - clean;                                      \
         o_lag = o;                                                                                 \
-        if (ready - h >= 64) {                                                                     \
-            dkd__sha256_block(&abef, &cdgh, out + h);                                              \
-            h += 64;                                                                               \
-            if (ready - h >= 64) {                                                                 \
-                dkd__sha256_block(&abef, &cdgh, out + h);                                          \
-                h += 64;                                                                           \
-            }                                                                                      \
+        size_t nb = (ready - h) / 64;                                                              \
+        if (nb != 0) {                                                                             \
+            nb = nb < 2 ? nb : 2;                                                                  \
+            dkd__sha256_compress(st, out + h, nb);                                                 \
+            h += 64 * nb;                                                                          \
         }                                                                                          \
     }
 
 #define HASH_END_SHA                                                                               \
-    while (o - h >= 64) {                                                                          \
-        dkd__sha256_block(&abef, &cdgh, out + h);                                                  \
-        h += 64;                                                                                   \
-    }                                                                                              \
-    dkd__sha256_store(sha->h, abef, cdgh);                                                         \
+    dkd__sha256_compress(st, out + h, (o - h) / 64);                                               \
+    h += (o - h) & ~(size_t)63;                                                                    \
+    dkd__sha256_store(sha->h, st[0], st[1]);                                                       \
     memcpy(sha->blk, out + h, o - h);                                                              \
     sha->len = o - h;                                                                              \
     sha->total += o - o0;                                                                          \

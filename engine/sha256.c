@@ -79,6 +79,18 @@ DKD_SHA_TARGET static void blocks(uint32_t h[8], const uint8_t *p, size_t nblock
     dkd__sha256_store(h, abef, cdgh);
 }
 
+/* Not inline into the AVX fused loops, whatever LTO may think of it: sha256.h says why. */
+__attribute__((noinline)) DKD_SHA_TARGET void dkd__sha256_compress(__m128i st[2], const uint8_t *p,
+                                                                   size_t nblocks)
+{
+    __m128i abef = st[0], cdgh = st[1];
+    for (size_t k = 0; k < nblocks; k++) {
+        dkd__sha256_block(&abef, &cdgh, p + 64 * k);
+    }
+    st[0] = abef;
+    st[1] = cdgh;
+}
+
 void dkd__sha256_update(dkd_sha256 *s, const uint8_t *p, size_t n)
 {
     s->total += n;

@@ -5,8 +5,8 @@
  * Why our own: OpenSSL's SHA-256 is as fast per block, but it is called on batches of
  * canonical bytes, so the canonicalizer and the hash never overlap in the CPU. The
  * rounds (SHA256RNDS2) are one long latency chain that leaves most execution ports idle;
- * with the one-block compression inline (dkd__sha256_block below), the block rewriter in
- * canon_simd.c compresses output as it writes it and the two run side by side.
+ * the block rewriter in canon_simd.c compresses output as it writes it (one or two blocks
+ * per call of dkd__sha256_compress below) and the two run side by side.
  *
  * There is no portable version: dkd__sha256_available() is false without SHA-NI (and on
  * other architectures), and callers then hash with OpenSSL's EVP as before. The context
@@ -96,7 +96,8 @@ DKD_SHA_TARGET static inline void dkd__sha256_store(uint32_t h[8], __m128i abef,
  * schedule is kept as four registers of four words, W[t..t+3] made from the four before
  * it with SHA256MSG1 (sigma0 part), the words W[t-7..t-4] (PALIGNR) and SHA256MSG2
  * (sigma1 part), twelve groups ahead of their use, so it stays off the rounds' chain.
- * Inline, so a caller that targets "sha" as well keeps the state in registers.
+ * Inline, so a loop over blocks keeps the state in registers; do not inline it into code
+ * compiled for AVX (see dkd__sha256_compress).
  */
 DKD_SHA_TARGET static inline void dkd__sha256_block(__m128i *abef, __m128i *cdgh,
                                                     const uint8_t *blk)
@@ -126,6 +127,13 @@ DKD_SHA_TARGET static inline void dkd__sha256_block(__m128i *abef, __m128i *cdgh
     *abef = _mm_add_epi32(s0, *abef);
     *cdgh = _mm_add_epi32(s1, *cdgh);
 }
+
+/* dkd__sha256_compress compresses nblocks (may be 0) whole blocks from p into the state
+ * held as st[0] = {A,B,E,F}, st[1] = {C,D,G,H}. For the fused loops in canon_simd.c,
+ * which are compiled for AVX2/AVX-512: out of line and built without AVX, so the SHA
+ * instructions (legacy SSE encodings only) never run among VEX code with dirty YMM
+ * uppers, which on Intel costs a state transition each time (see canon_simd.c). */
+void dkd__sha256_compress(__m128i st[2], const uint8_t *p, size_t nblocks);
 #endif
 
 #ifdef __cplusplus
