@@ -1,7 +1,7 @@
 /*
  * client.c - libdkimd: the client side of the dkimd wire protocol (ipc/PROTOCOL.md).
  *
- * One non-blocking Unix socket per dkd_client, an output queue (a dkd_wbuf drained by
+ * One non-blocking Unix socket per dkd_client, an output queue (a dkd__wbuf drained by
  * send()) and an input buffer cut into frames by the codec. Requests live in a slot table
  * sized by the server's max_inflight; a request id is the slot index in its low 16 bits
  * and a generation in its high 16 bits, so a late answer to an abandoned request can never
@@ -86,7 +86,7 @@ struct dkd_client {
     bool in_process; /* process() is on the stack: no reentry, no reconnect */
     uint8_t version;
     dkd_client_limits lim;
-    dkd_wbuf out;
+    dkd__wbuf out;
     size_t out_off;
     uint8_t *in;
     size_t in_len, in_cap;
@@ -96,7 +96,7 @@ struct dkd_client {
     uint32_t nfree;
     uint16_t gen;
     size_t inflight;
-    uint16_t features; /* DKD_WIRE_F_* of the current connection's HELLO_OK */
+    uint16_t features; /* DKD__WIRE_F_* of the current connection's HELLO_OK */
     shm_ring shm;
 };
 
@@ -119,7 +119,7 @@ const char *dkd_client_strerror(int err)
         return "the daemon does not offer this feature";
     default:
         if (err < DKD_CLIENT_ERR_SERVER_BASE && err > DKD_CLIENT_ERR_SERVER_BASE - 0x10000) {
-            return dkd_wire_errcode_name((uint16_t)(DKD_CLIENT_ERR_SERVER_BASE - err));
+            return dkd__wire_errcode_name((uint16_t)(DKD_CLIENT_ERR_SERVER_BASE - err));
         }
         if (err < 0 && err > -4096) {
             return strerror(-err);
@@ -131,8 +131,8 @@ const char *dkd_client_strerror(int err)
 static int server_err(uint16_t code)
 {
     /* Unknown codes are treated like "internal", as PROTOCOL.md 4.8 says. */
-    if (code < DKD_WIRE_E_MALFORMED || code > DKD_WIRE_E_PROTOCOL) {
-        code = DKD_WIRE_E_INTERNAL;
+    if (code < DKD__WIRE_E_MALFORMED || code > DKD__WIRE_E_PROTOCOL) {
+        code = DKD__WIRE_E_INTERNAL;
     }
     return DKD_CLIENT_ERR_SERVER_BASE - (int)code;
 }
@@ -316,7 +316,7 @@ static void disconnect(dkd_client *c)
         close(c->fd);
     }
     c->fd = -1;
-    dkd_wbuf_reset(&c->out);
+    dkd__wbuf_reset(&c->out);
     c->out_off = 0;
     c->in_len = 0;
     c->pending_err = 0;
@@ -427,11 +427,11 @@ static int send_all(dkd_client *c, int64_t deadline)
  * and *payload set and *rest the bytes after it (all borrowing c->in; keep_rest then
  * drops the frame), or a negative code. */
 static int await_frame(dkd_client *c, uint8_t version, uint32_t max, int64_t deadline,
-                       dkd_wire_header *h, dkd_span *payload, dkd_span *rest)
+                       dkd__wire_header *h, dkd_span *payload, dkd_span *rest)
 {
     for (;;) {
         *rest = dkd__span(c->in, c->in_len);
-        int got = dkd_wire_frame_split(rest, version, max, h, payload);
+        int got = dkd__wire_frame_split(rest, version, max, h, payload);
         if (got < 0) {
             return DKD_CLIENT_ERR_BAD_REPLY;
         }
@@ -507,31 +507,31 @@ static int send_with_fd(dkd_client *c, const uint8_t *p, size_t len, int fd, int
 static int shm_attach(dkd_client *c, int64_t deadline)
 {
     c->shm.attached = false;
-    if (!(c->features & DKD_WIRE_F_SHM)) {
+    if (!(c->features & DKD__WIRE_F_SHM)) {
         return DKD_CLIENT_ERR_UNSUPPORTED;
     }
-    uint8_t frame[DKD_WIRE_HEADER_LEN + 8];
-    dkd_wbuf b;
-    dkd_wbuf_init_fixed(&b, frame, sizeof frame);
-    dkd_wire_put_shm_attach(&b, ATTACH_ID, c->shm.size);
+    uint8_t frame[DKD__WIRE_HEADER_LEN + 8];
+    dkd__wbuf b;
+    dkd__wbuf_init_fixed(&b, frame, sizeof frame);
+    dkd__wire_put_shm_attach(&b, ATTACH_ID, c->shm.size);
     int rc = send_all(c, deadline);
     if (rc == 0) {
         rc = send_with_fd(c, frame, b.len, c->shm.fd, deadline);
     }
-    dkd_wire_header h;
+    dkd__wire_header h;
     dkd_span payload, rest;
     if (rc == 0) {
         rc = await_frame(c, c->version, MAX_REPLY, deadline, &h, &payload, &rest);
     }
     if (rc == 0) {
         rc = DKD_CLIENT_ERR_BAD_REPLY;
-        dkd_wire_error e;
-        if (h.type == DKD_WIRE_SHM_ATTACH_OK && h.request_id == ATTACH_ID && payload.len == 0) {
+        dkd__wire_error e;
+        if (h.type == DKD__WIRE_SHM_ATTACH_OK && h.request_id == ATTACH_ID && payload.len == 0) {
             rc = 0;
-        } else if (h.type == DKD_WIRE_ERROR && h.request_id == ATTACH_ID &&
-                   dkd_wire_decode_error(payload, &e) == 0) {
+        } else if (h.type == DKD__WIRE_ERROR && h.request_id == ATTACH_ID &&
+                   dkd__wire_decode_error(payload, &e) == 0) {
             rc = server_err(e.code); /* refused: the connection goes on */
-        } else if (h.type == DKD_WIRE_ERROR && h.request_id == 0) {
+        } else if (h.type == DKD__WIRE_ERROR && h.request_id == 0) {
             rc = DKD_CLIENT_ERR_CLOSED; /* the server closes after a connection error */
         }
         if (rc != DKD_CLIENT_ERR_BAD_REPLY && rc != DKD_CLIENT_ERR_CLOSED) {
@@ -573,31 +573,31 @@ static int do_connect(dkd_client *c)
     }
     c->fd = fd;
     c->in_len = 0;
-    dkd_wbuf_reset(&c->out);
+    dkd__wbuf_reset(&c->out);
     c->out_off = 0;
 
     static const char name[] = "libdkimd/0.1.0";
-    dkd_wire_hello h = {.min_version = 1,
-                        .max_version = DKD_WIRE_VERSION,
+    dkd__wire_hello h = {.min_version = 1,
+                        .max_version = DKD__WIRE_VERSION,
                         .client_name = dkd__span(name, sizeof name - 1)};
-    dkd_wire_put_hello(&c->out, 0, &h);
-    int rc = dkd_wbuf_ok(&c->out) ? -ENOMEM : 0;
+    dkd__wire_put_hello(&c->out, 0, &h);
+    int rc = dkd__wbuf_ok(&c->out) ? -ENOMEM : 0;
     if (rc == 0) {
         rc = send_all(c, deadline);
     }
-    dkd_wire_header hdr;
+    dkd__wire_header hdr;
     dkd_span payload, rest;
     if (rc == 0) {
-        rc = await_frame(c, 0, DKD_WIRE_PRE_HELLO_MAX, deadline, &hdr, &payload, &rest);
+        rc = await_frame(c, 0, DKD__WIRE_PRE_HELLO_MAX, deadline, &hdr, &payload, &rest);
     }
-    dkd_wire_hello_ok ok;
-    if (rc == 0 && hdr.type == DKD_WIRE_ERROR) {
-        dkd_wire_error e;
-        rc = dkd_wire_decode_error(payload, &e) == 0 ? server_err(e.code)
+    dkd__wire_hello_ok ok;
+    if (rc == 0 && hdr.type == DKD__WIRE_ERROR) {
+        dkd__wire_error e;
+        rc = dkd__wire_decode_error(payload, &e) == 0 ? server_err(e.code)
                                                      : DKD_CLIENT_ERR_BAD_REPLY;
     } else if (rc == 0 &&
-               (hdr.type != DKD_WIRE_HELLO_OK || dkd_wire_decode_hello_ok(payload, &ok) != 0 ||
-                ok.version != DKD_WIRE_VERSION || hdr.version != DKD_WIRE_VERSION)) {
+               (hdr.type != DKD__WIRE_HELLO_OK || dkd__wire_decode_hello_ok(payload, &ok) != 0 ||
+                ok.version != DKD__WIRE_VERSION || hdr.version != DKD__WIRE_VERSION)) {
         rc = DKD_CLIENT_ERR_BAD_REPLY;
     }
     if (rc == 0) {
@@ -650,7 +650,7 @@ int dkd_client_connect(const char *path, dkd_client **out)
     c->fd = -1;
     c->shm.fd = -1;
     c->timeout_ms = DEFAULT_TIMEOUT_MS;
-    dkd_wbuf_init(&c->out);
+    dkd__wbuf_init(&c->out);
     c->path = strdup(path);
     if (c->path == NULL) {
         free(c);
@@ -676,7 +676,7 @@ void dkd_client_close(dkd_client *c)
         close(c->shm.fd);
     }
     free(c->shm.q);
-    dkd_wbuf_free(&c->out);
+    dkd__wbuf_free(&c->out);
     free(c->in);
     free(c->slots);
     free(c->free_ids);
@@ -706,7 +706,7 @@ int dkd_client_use_shm(dkd_client *c, size_t bytes)
     if (rc != 0) {
         return rc;
     }
-    if (!(c->features & DKD_WIRE_F_SHM)) {
+    if (!(c->features & DKD__WIRE_F_SHM)) {
         return DKD_CLIENT_ERR_UNSUPPORTED;
     }
     /* Sealed so the daemon can map it without fearing SIGBUS: the size can never drop
@@ -790,13 +790,13 @@ static const char *copy_str(char **pool, dkd_span v)
 }
 
 /* result_from_wire converts a decoded RESULT into one allocation. NULL on ENOMEM. */
-static dkd_client_result *result_from_wire(const dkd_wire_result *wr)
+static dkd_client_result *result_from_wire(const dkd__wire_result *wr)
 {
     size_t n = wr->nsigs;
     size_t chars = wr->authres.len + 1;
     dkd_span cur = wr->sigs;
-    dkd_wire_sig w;
-    while (dkd_wire_sig_next(&cur, &w)) {
+    dkd__wire_sig w;
+    while (dkd__wire_sig_next(&cur, &w)) {
         chars += w.explanation.len + w.detail.len + w.d.len + w.s.len + w.i.len + w.a.len +
                  w.b_prefix.len + 7;
     }
@@ -813,15 +813,15 @@ static dkd_client_result *result_from_wire(const dkd_wire_result *wr)
     r->explanations = n ? (const char **)(mem + off_expl) : NULL;
     char *pool = (char *)mem + off_chars;
     cur = wr->sigs;
-    for (size_t k = 0; k < n && dkd_wire_sig_next(&cur, &w); k++) {
+    for (size_t k = 0; k < n && dkd__wire_sig_next(&cur, &w); k++) {
         dkd_sig_result *s = &r->sigs[k];
         s->result = (enum dkd_result)w.result;
         s->reason = (enum dkd_reason)w.reason;
         s->key_bits = w.key_bits;
-        s->key_testing = (w.flags & DKD_WIRE_SIG_TESTING) != 0;
-        s->has_l = (w.flags & DKD_WIRE_SIG_HAS_L) != 0;
-        s->key_stale = (w.flags & DKD_WIRE_SIG_STALE) != 0;
-        s->dnssec_secure = w.dnssec == DKD_WIRE_DNSSEC_SECURE;
+        s->key_testing = (w.flags & DKD__WIRE_SIG_TESTING) != 0;
+        s->has_l = (w.flags & DKD__WIRE_SIG_HAS_L) != 0;
+        s->key_stale = (w.flags & DKD__WIRE_SIG_STALE) != 0;
+        s->dnssec_secure = w.dnssec == DKD__WIRE_DNSSEC_SECURE;
         s->body_signed = w.body_signed;
         s->body_total = w.body_total;
         r->explanations[k] = copy_str(&pool, w.explanation);
@@ -836,12 +836,12 @@ static dkd_client_result *result_from_wire(const dkd_wire_result *wr)
     return r;
 }
 
-static dkd_client_counters *counters_from_wire(const dkd_wire_stats_reply *wr)
+static dkd_client_counters *counters_from_wire(const dkd__wire_stats_reply *wr)
 {
     size_t chars = 0;
     dkd_span cur = wr->entries;
-    dkd_wire_stat st;
-    while (dkd_wire_stat_next(&cur, &st)) {
+    dkd__wire_stat st;
+    while (dkd__wire_stat_next(&cur, &st)) {
         chars += st.name.len + 1;
     }
     size_t off_v = align_up(sizeof(dkd_client_counters), _Alignof(dkd_client_stat));
@@ -855,7 +855,7 @@ static dkd_client_counters *counters_from_wire(const dkd_wire_stats_reply *wr)
     s->v = (dkd_client_stat *)(mem + off_v);
     char *pool = (char *)mem + off_chars;
     cur = wr->entries;
-    for (size_t k = 0; k < s->count && dkd_wire_stat_next(&cur, &st); k++) {
+    for (size_t k = 0; k < s->count && dkd__wire_stat_next(&cur, &st); k++) {
         s->v[k].name = copy_str(&pool, st.name);
         s->v[k].value = st.value;
     }
@@ -866,11 +866,11 @@ static dkd_client_counters *counters_from_wire(const dkd_wire_stats_reply *wr)
 
 /* dispatch handles one frame from the server. 1 if a callback ran, 0 if not, or a
  * negative code that ends the connection. */
-static int dispatch(dkd_client *c, const dkd_wire_header *h, dkd_span payload)
+static int dispatch(dkd_client *c, const dkd__wire_header *h, dkd_span payload)
 {
-    if (h->type == DKD_WIRE_ERROR) {
-        dkd_wire_error e;
-        if (dkd_wire_decode_error(payload, &e) != 0) {
+    if (h->type == DKD__WIRE_ERROR) {
+        dkd__wire_error e;
+        if (dkd__wire_decode_error(payload, &e) != 0) {
             return DKD_CLIENT_ERR_BAD_REPLY;
         }
         if (h->request_id == 0) {
@@ -882,15 +882,15 @@ static int dispatch(dkd_client *c, const dkd_wire_header *h, dkd_span payload)
         }
         if (s->stream == STREAM_OPEN) {
             /* PROTOCOL.md 4.4: after an early error the id is free once our END arrives. */
-            dkd_wire_put_data(&c->out, DKD_WIRE_VERIFY_END, s->id, dkd__span(NULL, 0));
+            dkd__wire_put_data(&c->out, DKD__WIRE_VERIFY_END, s->id, dkd__span(NULL, 0));
         }
         complete(c, s, server_err(e.code), NULL, NULL);
         return 1;
     }
     slot *s = slot_find(c, h->request_id);
-    if (h->type == DKD_WIRE_RESULT) {
-        dkd_wire_result wr;
-        if (dkd_wire_decode_result(payload, &wr) != 0) {
+    if (h->type == DKD__WIRE_RESULT) {
+        dkd__wire_result wr;
+        if (dkd__wire_decode_result(payload, &wr) != 0) {
             return DKD_CLIENT_ERR_BAD_REPLY;
         }
         if (s == NULL || s->kind != SLOT_VERIFY || s->stream == STREAM_OPEN) {
@@ -900,9 +900,9 @@ static int dispatch(dkd_client *c, const dkd_wire_header *h, dkd_span payload)
         complete(c, s, r != NULL ? 0 : -ENOMEM, r, NULL);
         return 1;
     }
-    if (h->type == DKD_WIRE_STATS_REPLY) {
-        dkd_wire_stats_reply wr;
-        if (dkd_wire_decode_stats_reply(payload, &wr) != 0) {
+    if (h->type == DKD__WIRE_STATS_REPLY) {
+        dkd__wire_stats_reply wr;
+        if (dkd__wire_decode_stats_reply(payload, &wr) != 0) {
             return DKD_CLIENT_ERR_BAD_REPLY;
         }
         if (s == NULL || s->kind != SLOT_STATS) {
@@ -912,7 +912,7 @@ static int dispatch(dkd_client *c, const dkd_wire_header *h, dkd_span payload)
         complete(c, s, st != NULL ? 0 : -ENOMEM, NULL, st);
         return 1;
     }
-    if (h->type == DKD_WIRE_PONG) {
+    if (h->type == DKD__WIRE_PONG) {
         if (s == NULL || s->kind != SLOT_PING) {
             return s == NULL ? 0 : DKD_CLIENT_ERR_BAD_REPLY;
         }
@@ -949,9 +949,9 @@ int dkd_client_process(dkd_client *c)
         eof = n == 0;
         dkd_span in = dkd__span(c->in, c->in_len);
         for (;;) {
-            dkd_wire_header h;
+            dkd__wire_header h;
             dkd_span payload;
-            int got = dkd_wire_frame_split(&in, c->version, MAX_REPLY, &h, &payload);
+            int got = dkd__wire_frame_split(&in, c->version, MAX_REPLY, &h, &payload);
             if (got < 0) {
                 rc = DKD_CLIENT_ERR_BAD_REPLY;
                 break;
@@ -991,15 +991,15 @@ int dkd_client_process(dkd_client *c)
 
 /* ---- submitting ---- */
 
-static int wire_opts(const dkd_client_opts *o, dkd_wire_verify_opts *w)
+static int wire_opts(const dkd_client_opts *o, dkd__wire_verify_opts *w)
 {
-    *w = (dkd_wire_verify_opts){0};
+    *w = (dkd__wire_verify_opts){0};
     if (o == NULL) {
         return 0;
     }
     if (o->authserv_id != NULL) {
         size_t n = strlen(o->authserv_id);
-        if (n < 1 || n > DKD_WIRE_MAX_AUTHSERV) {
+        if (n < 1 || n > DKD__WIRE_MAX_AUTHSERV) {
             return DKD_CLIENT_ERR_ARG;
         }
         for (size_t k = 0; k < n; k++) {
@@ -1020,7 +1020,7 @@ static int wire_opts(const dkd_client_opts *o, dkd_wire_verify_opts *w)
  * kept for process(), since callbacks are never called from a submitting call. */
 static int after_queue(dkd_client *c, size_t mark, slot *s)
 {
-    if (dkd_wbuf_ok(&c->out) != 0) {
+    if (dkd__wbuf_ok(&c->out) != 0) {
         c->out.len = mark;
         c->out.err = false;
         if (s != NULL) {
@@ -1036,11 +1036,11 @@ static int after_queue(dkd_client *c, size_t mark, slot *s)
 
 size_t dkd_client_max_whole(const dkd_client *c, const dkd_client_opts *opts)
 {
-    dkd_wire_verify_opts w;
+    dkd__wire_verify_opts w;
     if (wire_opts(opts, &w) != 0) {
         return 0;
     }
-    size_t head = dkd_wire_verify_head_len(&w) - DKD_WIRE_HEADER_LEN;
+    size_t head = dkd__wire_verify_head_len(&w) - DKD__WIRE_HEADER_LEN;
     size_t max = c->lim.max_frame > head ? c->lim.max_frame - head : 0;
     return c->lim.max_message < max ? (size_t)c->lim.max_message : max;
 }
@@ -1049,7 +1049,7 @@ static int submit_verify(dkd_client *c, uint8_t type, const uint8_t *data, size_
                          const dkd_client_opts *opts, dkd_client_done_fn done, void *user,
                          uint32_t *req)
 {
-    dkd_wire_verify_opts w;
+    dkd__wire_verify_opts w;
     int rc = wire_opts(opts, &w);
     if (rc != 0) {
         return rc;
@@ -1060,10 +1060,10 @@ static int submit_verify(dkd_client *c, uint8_t type, const uint8_t *data, size_
     /* Through the shared region when it has room (any size up to max_message), else
      * over the socket. */
     size_t shm_off = 0;
-    bool via_shm = type == DKD_WIRE_VERIFY && c->shm.attached && len <= c->lim.max_message &&
+    bool via_shm = type == DKD__WIRE_VERIFY && c->shm.attached && len <= c->lim.max_message &&
                    shm_place(&c->shm, len, &shm_off);
     size_t limit =
-        type == DKD_WIRE_VERIFY ? dkd_client_max_whole(c, opts) : c->lim.max_header_block;
+        type == DKD__WIRE_VERIFY ? dkd_client_max_whole(c, opts) : c->lim.max_header_block;
     if (!via_shm && len > limit) {
         return DKD_CLIENT_ERR_TOO_LARGE;
     }
@@ -1072,7 +1072,7 @@ static int submit_verify(dkd_client *c, uint8_t type, const uint8_t *data, size_
         return DKD_CLIENT_ERR_BUSY;
     }
     s->kind = SLOT_VERIFY;
-    s->stream = type == DKD_WIRE_VERIFY_BEGIN ? STREAM_OPEN : STREAM_NONE;
+    s->stream = type == DKD__WIRE_VERIFY_BEGIN ? STREAM_OPEN : STREAM_NONE;
     s->done = done;
     s->user = user;
     if (req != NULL) {
@@ -1082,11 +1082,11 @@ static int submit_verify(dkd_client *c, uint8_t type, const uint8_t *data, size_
     if (via_shm) {
         memcpy(c->shm.base + shm_off, data, len);
         s->shm_pos = shm_push(&c->shm, shm_off, len);
-        dkd_wire_verify_shm m = {.opts = w, .offset = shm_off, .length = len};
-        dkd_wire_put_verify_shm(&c->out, s->id, &m);
+        dkd__wire_verify_shm m = {.opts = w, .offset = shm_off, .length = len};
+        dkd__wire_put_verify_shm(&c->out, s->id, &m);
     } else {
-        dkd_wire_put_verify_head(&c->out, type, s->id, &w, len);
-        dkd_wbuf_append(&c->out, data, len);
+        dkd__wire_put_verify_head(&c->out, type, s->id, &w, len);
+        dkd__wbuf_append(&c->out, data, len);
     }
     return after_queue(c, mark, s);
 }
@@ -1094,13 +1094,13 @@ static int submit_verify(dkd_client *c, uint8_t type, const uint8_t *data, size_
 int dkd_client_submit(dkd_client *c, const uint8_t *msg, size_t len, const dkd_client_opts *opts,
                       dkd_client_done_fn done, void *user)
 {
-    return submit_verify(c, DKD_WIRE_VERIFY, msg, len, opts, done, user, NULL);
+    return submit_verify(c, DKD__WIRE_VERIFY, msg, len, opts, done, user, NULL);
 }
 
 int dkd_client_begin(dkd_client *c, const uint8_t *hdr, size_t len, const dkd_client_opts *opts,
                      dkd_client_done_fn done, void *user, uint32_t *req)
 {
-    return submit_verify(c, DKD_WIRE_VERIFY_BEGIN, hdr, len, opts, done, user, req);
+    return submit_verify(c, DKD__WIRE_VERIFY_BEGIN, hdr, len, opts, done, user, req);
 }
 
 int dkd_client_body(dkd_client *c, uint32_t req, const uint8_t *chunk, size_t len)
@@ -1113,7 +1113,7 @@ int dkd_client_body(dkd_client *c, uint32_t req, const uint8_t *chunk, size_t le
     size_t max = c->lim.max_chunk;
     do {
         size_t n = len < max ? len : max;
-        dkd_wire_put_data(&c->out, DKD_WIRE_VERIFY_BODY, req, dkd__span(chunk, n));
+        dkd__wire_put_data(&c->out, DKD__WIRE_VERIFY_BODY, req, dkd__span(chunk, n));
         chunk += n;
         len -= n;
     } while (len > 0);
@@ -1127,7 +1127,7 @@ int dkd_client_end(dkd_client *c, uint32_t req)
         return DKD_CLIENT_ERR_STATE;
     }
     size_t mark = c->out.len;
-    dkd_wire_put_data(&c->out, DKD_WIRE_VERIFY_END, req, dkd__span(NULL, 0));
+    dkd__wire_put_data(&c->out, DKD__WIRE_VERIFY_END, req, dkd__span(NULL, 0));
     int rc = after_queue(c, mark, NULL);
     if (rc == 0) {
         s->stream = STREAM_NONE;
@@ -1155,8 +1155,8 @@ static int submit_simple(dkd_client *c, uint8_t type, uint8_t kind, dkd_client_d
     /* A PING carries its own id so a PONG can be checked against it by eye in a dump. */
     uint8_t id[4] = {(uint8_t)(s->id >> 24), (uint8_t)(s->id >> 16), (uint8_t)(s->id >> 8),
                      (uint8_t)s->id};
-    dkd_wire_put_data(&c->out, type, s->id,
-                      type == DKD_WIRE_PING ? dkd__span(id, 4) : dkd__span(NULL, 0));
+    dkd__wire_put_data(&c->out, type, s->id,
+                      type == DKD__WIRE_PING ? dkd__span(id, 4) : dkd__span(NULL, 0));
     return after_queue(c, mark, s);
 }
 
@@ -1263,7 +1263,7 @@ static int verify_once(dkd_client *c, const uint8_t *msg, size_t len, const dkd_
     uint32_t req = 0;
     bool whole = len <= dkd_client_max_whole(c, opts);
     if (whole || c->shm.attached) {
-        rc = submit_verify(c, DKD_WIRE_VERIFY, msg, len, opts, wait_verify_done, w, &req);
+        rc = submit_verify(c, DKD__WIRE_VERIFY, msg, len, opts, wait_verify_done, w, &req);
         if (whole || rc != DKD_CLIENT_ERR_TOO_LARGE) {
             return rc != 0 ? rc : wait_for(c, w, req, deadline);
         }
@@ -1359,7 +1359,7 @@ int dkd_client_stats(dkd_client *c, dkd_client_counters **out)
 {
     waiter w;
     *out = NULL;
-    int rc = simple_call(c, DKD_WIRE_STATS, SLOT_STATS, &w);
+    int rc = simple_call(c, DKD__WIRE_STATS, SLOT_STATS, &w);
     if (rc == 0) {
         *out = w.counters;
     }
@@ -1369,5 +1369,5 @@ int dkd_client_stats(dkd_client *c, dkd_client_counters **out)
 int dkd_client_ping(dkd_client *c)
 {
     waiter w;
-    return simple_call(c, DKD_WIRE_PING, SLOT_PING, &w);
+    return simple_call(c, DKD__WIRE_PING, SLOT_PING, &w);
 }

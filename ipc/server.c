@@ -211,8 +211,8 @@ static void conn_free(conn *c)
         munmap((void *)c->shm, c->shm_size);
     }
     free(c->rbuf);
-    dkd_wbuf_free(&c->out);
-    dkd_wbuf_free(&c->pend);
+    dkd__wbuf_free(&c->out);
+    dkd__wbuf_free(&c->pend);
     atomic_fetch_sub_explicit(&srv->connections_open, 1, memory_order_relaxed);
     CNT_SUB(w, connections_open, 1);
     free(c);
@@ -306,7 +306,7 @@ static void on_recv(worker *w, conn *c, int res)
     c->rlen += (size_t)res;
     take_fds(c);
     if (c->fd_excess) {
-        dkd__conn_fatal(c, LK_MALFORMED, DKD_WIRE_E_PROTOCOL,
+        dkd__conn_fatal(c, LK_MALFORMED, DKD__WIRE_E_PROTOCOL,
                         "more than one file descriptor passed");
     } else {
         dkd__conn_process(c);
@@ -387,10 +387,10 @@ static void refuse(worker *w, int fd, uint16_t code, const char *text)
     /* A short best-effort ERROR on a fresh socket: its send buffer is empty, so a
      * non-blocking send either takes the whole frame or fails; both are fine. */
     uint8_t mem[128];
-    dkd_wbuf b;
-    dkd_wbuf_init_fixed(&b, mem, sizeof mem);
-    dkd_wire_put_error(&b, 0, code, dkd__span_str(text));
-    if (dkd_wbuf_ok(&b) == 0) {
+    dkd__wbuf b;
+    dkd__wbuf_init_fixed(&b, mem, sizeof mem);
+    dkd__wire_put_error(&b, 0, code, dkd__span_str(text));
+    if (dkd__wbuf_ok(&b) == 0) {
         ssize_t s = send(fd, b.ptr, b.len, MSG_DONTWAIT | MSG_NOSIGNAL);
         (void)s;
     }
@@ -419,7 +419,7 @@ static void on_accept(worker *w, struct io_uring_cqe *cqe)
     }
     int fd = res;
     if (w->stopping) {
-        refuse(w, fd, DKD_WIRE_E_SHUTTING_DOWN, "server is shutting down");
+        refuse(w, fd, DKD__WIRE_E_SHUTTING_DOWN, "server is shutting down");
         return;
     }
     arm_accept(w);
@@ -438,7 +438,7 @@ static void on_accept(worker *w, struct io_uring_cqe *cqe)
         atomic_fetch_sub_explicit(&srv->connections_open, 1, memory_order_relaxed);
         dkd__wlog(w, LK_OVERLOADED, DKD__LOG_WARNING, "refused a connection: %llu open (limit %u)",
                   (unsigned long long)open, srv->cfg.max_connections);
-        refuse(w, fd, DKD_WIRE_E_OVERLOADED, "too many connections");
+        refuse(w, fd, DKD__WIRE_E_OVERLOADED, "too many connections");
         return;
     }
     if (!dkd__budget_take(srv, RBUF_BASE)) {
@@ -446,7 +446,7 @@ static void on_accept(worker *w, struct io_uring_cqe *cqe)
         dkd__wlog(w, LK_OVERLOADED, DKD__LOG_WARNING,
                   "refused a connection: memory budget of %llu bytes exhausted",
                   (unsigned long long)srv->cfg.memory_budget);
-        refuse(w, fd, DKD_WIRE_E_OVERLOADED, "server memory budget exhausted");
+        refuse(w, fd, DKD__WIRE_E_OVERLOADED, "server memory budget exhausted");
         return;
     }
     conn *c = calloc(1, sizeof *c);
@@ -456,7 +456,7 @@ static void on_accept(worker *w, struct io_uring_cqe *cqe)
         free(rb);
         dkd__budget_give(srv, RBUF_BASE);
         atomic_fetch_sub_explicit(&srv->connections_open, 1, memory_order_relaxed);
-        refuse(w, fd, DKD_WIRE_E_OVERLOADED, "out of memory");
+        refuse(w, fd, DKD__WIRE_E_OVERLOADED, "out of memory");
         return;
     }
     c->w = w;
@@ -467,8 +467,8 @@ static void on_accept(worker *w, struct io_uring_cqe *cqe)
     c->accepted_ms = w->now_ms;
     c->rbuf = rb;
     c->rcap = RBUF_BASE;
-    dkd_wbuf_init(&c->out);
-    dkd_wbuf_init(&c->pend);
+    dkd__wbuf_init(&c->out);
+    dkd__wbuf_init(&c->pend);
     c->next = w->conns;
     if (w->conns != NULL) {
         w->conns->prev = c;
@@ -546,7 +546,7 @@ static void drain_step(worker *w)
         for (req *r = c->reqs; r != NULL; r = rn) {
             rn = r->next;
             if (!r->failed) {
-                dkd__send_error(c, r->id, DKD_WIRE_E_SHUTTING_DOWN, "server is shutting down");
+                dkd__send_error(c, r->id, DKD__WIRE_E_SHUTTING_DOWN, "server is shutting down");
             }
             if (c->closing) {
                 break; /* out of memory queueing: every request is gone already */
@@ -554,7 +554,7 @@ static void drain_step(worker *w)
             dkd__req_release(r);
         }
         if (!c->closing) {
-            dkd__send_error(c, 0, DKD_WIRE_E_SHUTTING_DOWN, "server is shutting down");
+            dkd__send_error(c, 0, DKD__WIRE_E_SHUTTING_DOWN, "server is shutting down");
         }
     }
 }
@@ -613,7 +613,7 @@ static void sweep(worker *w)
             }
         }
         if (why != NULL) {
-            dkd__conn_fatal(c, LK_MALFORMED, DKD_WIRE_E_MALFORMED, why);
+            dkd__conn_fatal(c, LK_MALFORMED, DKD__WIRE_E_MALFORMED, why);
         }
     }
 }
@@ -848,8 +848,8 @@ dkd__server *dkd__server_new(const dkd__server_config *sc, dkd_engine *eng, dkd_
     }
     srv->cfg.authserv_id = srv->authserv_id;
     srv->authserv_len = strlen(srv->authserv_id);
-    if (srv->authserv_len > DKD_WIRE_MAX_AUTHSERV) {
-        srv->authserv_len = DKD_WIRE_MAX_AUTHSERV;
+    if (srv->authserv_len > DKD__WIRE_MAX_AUTHSERV) {
+        srv->authserv_len = DKD__WIRE_MAX_AUTHSERV;
     }
     /* max_frame: a whole message with the largest option block (1 + 2 + 255 + 1 + 2 + 8
      * bytes plus the count) must fit, as must a header block or a body chunk. */
@@ -897,7 +897,7 @@ dkd__server *dkd__server_new(const dkd__server_config *sc, dkd_engine *eng, dkd_
             dkd__server_free(srv);
             return NULL;
         }
-        dkd_wbuf_init(&w->scratch);
+        dkd__wbuf_init(&w->scratch);
     }
     return srv;
 }
@@ -1029,7 +1029,7 @@ void dkd__server_free(dkd__server *srv)
             free(r->key_wait);
             free(r);
         }
-        dkd_wbuf_free(&w->scratch);
+        dkd__wbuf_free(&w->scratch);
         free(w->hdr_copy);
         if (w->efd >= 0) {
             close(w->efd);

@@ -122,7 +122,7 @@ struct req {
     uint64_t bytes;      /* header block + body so far */
     uint64_t charged;    /* bytes charged to the memory budget */
     struct __kernel_timespec ts;
-    char authserv[DKD_WIRE_MAX_AUTHSERV + 1];
+    char authserv[DKD__WIRE_MAX_AUTHSERV + 1];
 };
 
 struct conn {
@@ -148,9 +148,9 @@ struct conn {
     size_t rcap, rlen;
     size_t rpos;      /* unprocessed bytes are rbuf[rpos..rlen): frames are not moved */
     bool in_process;  /* frames being handled: answers queue, one send at the end */
-    dkd_wbuf out;     /* being sent: out.ptr[out_off..out.len) */
+    dkd__wbuf out;     /* being sent: out.ptr[out_off..out.len) */
     size_t out_off;
-    dkd_wbuf pend;    /* queued while a send is in flight */
+    dkd__wbuf pend;    /* queued while a send is in flight */
     uint64_t out_charged; /* out.cap + pend.cap, charged to the memory budget */
     req *reqs;        /* open requests */
     unsigned nreqs;
@@ -196,7 +196,7 @@ struct worker {
     lookup *free_lookups;
     _Atomic(lookup *) done_stack; /* completions from other threads */
     unsigned lookups_out;          /* lookups not yet completed */
-    dkd_wbuf scratch;
+    dkd__wbuf scratch;
     /* VERIFY_SHM header blocks are copied here before parsing: the client can write to
      * the region while we read it, and the header parser makes several passes. */
     uint8_t *hdr_copy;
@@ -212,7 +212,7 @@ struct dkd__server {
     uid_t *allow_uids;
     gid_t *allow_gids;
     char *authserv_id;
-    size_t authserv_len; /* at most DKD_WIRE_MAX_AUTHSERV (longer ids are cut, as before) */
+    size_t authserv_len; /* at most DKD__WIRE_MAX_AUTHSERV (longer ids are cut, as before) */
     dkd_engine *eng;
     dkd_keysrc src;
     unsigned ring_flags;

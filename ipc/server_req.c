@@ -55,10 +55,10 @@ void dkd__conn_flush(conn *c)
         c->out_off = 0;
         if (c->out.cap > OUT_KEEP) {
             /* A burst of answers is over: do not keep its buffer for an idle client. */
-            dkd_wbuf_free(&c->out);
-            dkd_wbuf_init(&c->out);
+            dkd__wbuf_free(&c->out);
+            dkd__wbuf_init(&c->out);
         } else {
-            dkd_wbuf_reset(&c->out);
+            dkd__wbuf_reset(&c->out);
         }
         if (c->pend.len == 0) {
             c->tx_wait_ms = 0;
@@ -68,7 +68,7 @@ void dkd__conn_flush(conn *c)
             }
             return;
         }
-        dkd_wbuf t = c->out;
+        dkd__wbuf t = c->out;
         c->out = c->pend;
         c->pend = t;
         account_out(c);
@@ -84,7 +84,7 @@ void dkd__conn_flush(conn *c)
  * a send unless frames are being handled (dkd__conn_process sends once at the end). */
 static void conn_queued(conn *c)
 {
-    if (dkd_wbuf_ok(&c->pend) != 0) {
+    if (dkd__wbuf_ok(&c->pend) != 0) {
         /* Out of memory for the answer: the connection cannot be kept consistent. */
         dkd__wlog(c->w, LK_SYSTEM, DKD__LOG_ERR, "out of memory queueing an answer; closing");
         dkd__conn_begin_close(c);
@@ -105,28 +105,28 @@ void dkd__send_error(conn *c, uint32_t id, uint16_t code, const char *text)
 {
     worker *w = c->w;
     switch (code) {
-    case DKD_WIRE_E_MALFORMED:
-    case DKD_WIRE_E_PROTOCOL:
-    case DKD_WIRE_E_UNKNOWN_REQUEST:
+    case DKD__WIRE_E_MALFORMED:
+    case DKD__WIRE_E_PROTOCOL:
+    case DKD__WIRE_E_UNKNOWN_REQUEST:
         CNT_ADD(w, errors_malformed, 1);
         break;
-    case DKD_WIRE_E_TOO_LARGE:
+    case DKD__WIRE_E_TOO_LARGE:
         CNT_ADD(w, errors_too_large, 1);
         break;
-    case DKD_WIRE_E_OVERLOADED:
+    case DKD__WIRE_E_OVERLOADED:
         CNT_ADD(w, errors_overloaded, 1);
         break;
-    case DKD_WIRE_E_VERSION:
+    case DKD__WIRE_E_VERSION:
         CNT_ADD(w, errors_version, 1);
         break;
-    case DKD_WIRE_E_SHUTTING_DOWN:
+    case DKD__WIRE_E_SHUTTING_DOWN:
         CNT_ADD(w, errors_shutdown, 1);
         break;
     default:
         CNT_ADD(w, errors_message, 1);
         break;
     }
-    dkd_wire_put_error(&c->pend, id, code, dkd__span_str(text));
+    dkd__wire_put_error(&c->pend, id, code, dkd__span_str(text));
     if (id == 0) {
         /* A connection-level error: nothing more is read; close once it is sent. */
         c->close_after_send = true;
@@ -265,7 +265,7 @@ static void refuse_stream(conn *c, uint32_t id, uint16_t code, const char *text)
         c->refused = malloc(cap * sizeof *c->refused);
     }
     if (c->refused == NULL || c->nrefused >= cap) {
-        dkd__conn_fatal(c, LK_OVERLOADED, DKD_WIRE_E_OVERLOADED,
+        dkd__conn_fatal(c, LK_OVERLOADED, DKD__WIRE_E_OVERLOADED,
                         "too many refused streams without VERIFY_END");
         return;
     }
@@ -284,11 +284,11 @@ static uint16_t errcode_of_engine(int rc)
     switch (rc) {
     case DKD_ERR_TOO_LARGE:
     case DKD_ERR_NOMEM:
-        return DKD_WIRE_E_TOO_LARGE;
+        return DKD__WIRE_E_TOO_LARGE;
     case DKD_ERR_SYNTAX:
-        return DKD_WIRE_E_MALFORMED;
+        return DKD__WIRE_E_MALFORMED;
     default:
-        return DKD_WIRE_E_INTERNAL;
+        return DKD__WIRE_E_INTERNAL;
     }
 }
 
@@ -326,22 +326,22 @@ static void req_answer(req *r)
     const dkd_sig_result *res = dkd_msg_results(r->m, &n);
     const char *authres = dkd_msg_authres(r->m, r->authserv);
     if (authres == NULL) {
-        req_fail(r, DKD_WIRE_E_INTERNAL, "out of memory formatting Authentication-Results");
+        req_fail(r, DKD__WIRE_E_INTERNAL, "out of memory formatting Authentication-Results");
         return;
     }
-    dkd_wire_sig sigs[16];
-    dkd_wire_sig *sp = sigs;
+    dkd__wire_sig sigs[16];
+    dkd__wire_sig *sp = sigs;
     if (n > sizeof sigs / sizeof sigs[0]) {
         sp = malloc(n * sizeof *sp);
         if (sp == NULL) {
-            req_fail(r, DKD_WIRE_E_INTERNAL, "out of memory encoding the result");
+            req_fail(r, DKD__WIRE_E_INTERNAL, "out of memory encoding the result");
             return;
         }
     }
     for (size_t i = 0; i < n; i++) {
-        sp[i] = dkd_wire_sig_from_result(&res[i]);
+        sp[i] = dkd__wire_sig_from_result(&res[i]);
     }
-    dkd_wire_put_result(&c->pend, r->id, sp, n, dkd__span_str(authres));
+    dkd__wire_put_result(&c->pend, r->id, sp, n, dkd__span_str(authres));
     if (sp != sigs) {
         free(sp);
     }
@@ -484,7 +484,7 @@ static bool expire_keys(req *r, enum dkd_reason reason, const char *why)
         }
         dkd_key *k = dkd_key_from_failure(reason, why);
         if (k == NULL) {
-            req_fail(r, DKD_WIRE_E_INTERNAL, "out of memory");
+            req_fail(r, DKD__WIRE_E_INTERNAL, "out of memory");
             return false;
         }
         r->key_wait[i] = false;
@@ -557,7 +557,7 @@ void dkd__conn_deadline(conn *c)
             }
         } else {
             if (!r->failed) {
-                dkd__send_error(c, r->id, DKD_WIRE_E_SHUTTING_DOWN, "server is shutting down");
+                dkd__send_error(c, r->id, DKD__WIRE_E_SHUTTING_DOWN, "server is shutting down");
             }
             if (!c->closing) {
                 dkd__req_release(r);
@@ -566,13 +566,13 @@ void dkd__conn_deadline(conn *c)
     }
     c->in_process = false;
     if (!c->closing) {
-        dkd__send_error(c, 0, DKD_WIRE_E_SHUTTING_DOWN, "server is shutting down");
+        dkd__send_error(c, 0, DKD__WIRE_E_SHUTTING_DOWN, "server is shutting down");
     }
 }
 
 /* ---- frames ---- */
 
-static void copy_opts(worker *w, req *r, const dkd_wire_verify_opts *o)
+static void copy_opts(worker *w, req *r, const dkd__wire_verify_opts *o)
 {
     const char *def = w->srv->authserv_id;
     if (o->has_authserv_id) {
@@ -592,12 +592,12 @@ static void copy_opts(worker *w, req *r, const dkd_wire_verify_opts *o)
 static bool check_id(conn *c, uint32_t id)
 {
     if (id == 0) {
-        dkd__conn_fatal(c, LK_MALFORMED, DKD_WIRE_E_PROTOCOL, "request_id 0 is reserved");
+        dkd__conn_fatal(c, LK_MALFORMED, DKD__WIRE_E_PROTOCOL, "request_id 0 is reserved");
         return false;
     }
     if (id_in_use(c, id)) {
         /* Also a stream answered early with ERROR: its id is busy until its END. */
-        dkd__send_error(c, id, DKD_WIRE_E_PROTOCOL, "request_id is in use");
+        dkd__send_error(c, id, DKD__WIRE_E_PROTOCOL, "request_id is in use");
         return false;
     }
     return true;
@@ -626,19 +626,19 @@ static bool admit(conn *c, uint32_t id, bool stream, uint64_t charge)
         return false;
     }
     if (atomic_load_explicit(&srv->stop, memory_order_relaxed) && c->draining) {
-        refuse(c, id, stream, DKD_WIRE_E_SHUTTING_DOWN, "server is shutting down");
+        refuse(c, id, stream, DKD__WIRE_E_SHUTTING_DOWN, "server is shutting down");
         return false;
     }
     if (c->nreqs >= srv->cfg.max_inflight) {
         dkd__wlog(w, LK_OVERLOADED, DKD__LOG_WARNING, "client pid %ld: over %u requests in flight",
                   (long)c->pid, srv->cfg.max_inflight);
-        refuse(c, id, stream, DKD_WIRE_E_OVERLOADED, "too many requests in flight");
+        refuse(c, id, stream, DKD__WIRE_E_OVERLOADED, "too many requests in flight");
         return false;
     }
     if (!dkd__budget_take(srv, charge)) {
         dkd__wlog(w, LK_OVERLOADED, DKD__LOG_WARNING, "memory budget of %llu bytes exhausted",
                   (unsigned long long)srv->cfg.memory_budget);
-        refuse(c, id, stream, DKD_WIRE_E_OVERLOADED, "server memory budget exhausted");
+        refuse(c, id, stream, DKD__WIRE_E_OVERLOADED, "server memory budget exhausted");
         return false;
     }
     return true;
@@ -646,7 +646,7 @@ static bool admit(conn *c, uint32_t id, bool stream, uint64_t charge)
 
 /* begin_request opens request id for a message of len bytes whose header block is
  * hlen bytes long. NULL when refused (the answer has been queued). */
-static req *begin_request(conn *c, uint32_t id, const dkd_wire_verify_opts *opts, bool whole,
+static req *begin_request(conn *c, uint32_t id, const dkd__wire_verify_opts *opts, bool whole,
                           uint64_t len, size_t hlen)
 {
     worker *w = c->w;
@@ -658,7 +658,7 @@ static req *begin_request(conn *c, uint32_t id, const dkd_wire_verify_opts *opts
     req *r = req_get(w, c, id);
     if (r == NULL) {
         dkd__budget_give(srv, charge);
-        refuse(c, id, !whole, DKD_WIRE_E_INTERNAL, "out of memory");
+        refuse(c, id, !whole, DKD__WIRE_E_INTERNAL, "out of memory");
         return NULL;
     }
     r->charged = charge;
@@ -666,7 +666,7 @@ static req *begin_request(conn *c, uint32_t id, const dkd_wire_verify_opts *opts
     r->last_frame_ms = w->now_ms;
     copy_opts(w, r, opts);
     if (len > srv->cfg.max_message_bytes || (!whole && len > srv->cfg.max_header_bytes)) {
-        req_fail(r, DKD_WIRE_E_TOO_LARGE, "message over the size limit");
+        req_fail(r, DKD__WIRE_E_TOO_LARGE, "message over the size limit");
         return NULL;
     }
     r->bytes = len;
@@ -697,14 +697,14 @@ static void feed_message(req *r, const uint8_t *hdr, size_t hlen, const uint8_t 
 }
 
 /* open_verify handles VERIFY (whole message) and VERIFY_BEGIN (header block). */
-static void open_verify(conn *c, const dkd_wire_header *h, dkd_span payload)
+static void open_verify(conn *c, const dkd__wire_header *h, dkd_span payload)
 {
-    dkd_wire_verify v;
-    if (dkd_wire_decode_verify(payload, &v) != 0) {
-        dkd__conn_fatal(c, LK_MALFORMED, DKD_WIRE_E_MALFORMED, "malformed VERIFY payload");
+    dkd__wire_verify v;
+    if (dkd__wire_decode_verify(payload, &v) != 0) {
+        dkd__conn_fatal(c, LK_MALFORMED, DKD__WIRE_E_MALFORMED, "malformed VERIFY payload");
         return;
     }
-    bool whole = h->type == DKD_WIRE_VERIFY;
+    bool whole = h->type == DKD__WIRE_VERIFY;
     size_t hlen = whole ? dkd_split_message(v.data.ptr, v.data.len) : v.data.len;
     req *r = begin_request(c, h->request_id, &v.opts, whole, v.data.len, hlen);
     if (r != NULL) {
@@ -738,7 +738,7 @@ static const char *map_region(int fd, uint64_t size, const uint8_t **out)
     return NULL;
 }
 
-static void shm_attach(conn *c, const dkd_wire_header *h, dkd_span payload)
+static void shm_attach(conn *c, const dkd__wire_header *h, dkd_span payload)
 {
     worker *w = c->w;
     uint64_t size = 0;
@@ -749,39 +749,39 @@ static void shm_attach(conn *c, const dkd_wire_header *h, dkd_span payload)
         if (fd >= 0) {
             close(fd);
         }
-        dkd__conn_fatal(c, LK_MALFORMED, DKD_WIRE_E_PROTOCOL, "request_id 0 is reserved");
+        dkd__conn_fatal(c, LK_MALFORMED, DKD__WIRE_E_PROTOCOL, "request_id 0 is reserved");
         return;
     }
-    if (dkd_wire_decode_shm_attach(payload, &size) != 0) {
+    if (dkd__wire_decode_shm_attach(payload, &size) != 0) {
         if (payload.len != 8) {
             if (fd >= 0) {
                 close(fd);
             }
-            dkd__conn_fatal(c, LK_MALFORMED, DKD_WIRE_E_MALFORMED, "malformed SHM_ATTACH");
+            dkd__conn_fatal(c, LK_MALFORMED, DKD__WIRE_E_MALFORMED, "malformed SHM_ATTACH");
             return;
         }
         /* Eight bytes fail to decode only as size 0: well framed, so it is refused on
          * its id like the other unusable regions. */
         size = 0;
     }
-    uint16_t code = DKD_WIRE_E_MALFORMED;
+    uint16_t code = DKD__WIRE_E_MALFORMED;
     const char *why = NULL;
     const uint8_t *base = NULL;
     if (w->srv->cfg.max_shm_bytes == 0) {
-        code = DKD_WIRE_E_PROTOCOL;
+        code = DKD__WIRE_E_PROTOCOL;
         why = "shared memory is disabled in this server";
     } else if (id_in_use(c, h->request_id)) {
-        code = DKD_WIRE_E_PROTOCOL;
+        code = DKD__WIRE_E_PROTOCOL;
         why = "request_id is in use";
     } else if (c->shm != NULL) {
-        code = DKD_WIRE_E_PROTOCOL;
+        code = DKD__WIRE_E_PROTOCOL;
         why = "a region is attached already";
     } else if (fd < 0) {
         why = "SHM_ATTACH without a file descriptor (SCM_RIGHTS)";
     } else if (size == 0) {
         why = "SHM_ATTACH of size 0";
     } else if (size > w->srv->cfg.max_shm_bytes || size > SIZE_MAX) {
-        code = DKD_WIRE_E_TOO_LARGE;
+        code = DKD__WIRE_E_TOO_LARGE;
         why = "region over max_shm_bytes";
     } else {
         why = map_region(fd, size, &base);
@@ -798,7 +798,7 @@ static void shm_attach(conn *c, const dkd_wire_header *h, dkd_span payload)
     c->shm = base;
     c->shm_size = size;
     CNT_ADD(w, shm_attached, 1);
-    dkd_wire_put_data(&c->pend, DKD_WIRE_SHM_ATTACH_OK, h->request_id, dkd__span(NULL, 0));
+    dkd__wire_put_data(&c->pend, DKD__WIRE_SHM_ATTACH_OK, h->request_id, dkd__span(NULL, 0));
     conn_queued(c);
 }
 
@@ -827,20 +827,20 @@ static uint8_t *header_copy(worker *w, size_t n)
  * each byte within the chunk's bounds whatever it holds, so a changing body can only
  * change this request's verdict.
  */
-static void verify_shm(conn *c, const dkd_wire_header *h, dkd_span payload)
+static void verify_shm(conn *c, const dkd__wire_header *h, dkd_span payload)
 {
     worker *w = c->w;
-    dkd_wire_verify_shm v;
-    if (dkd_wire_decode_verify_shm(payload, &v) != 0) {
-        dkd__conn_fatal(c, LK_MALFORMED, DKD_WIRE_E_MALFORMED, "malformed VERIFY_SHM payload");
+    dkd__wire_verify_shm v;
+    if (dkd__wire_decode_verify_shm(payload, &v) != 0) {
+        dkd__conn_fatal(c, LK_MALFORMED, DKD__WIRE_E_MALFORMED, "malformed VERIFY_SHM payload");
         return;
     }
     if (c->shm == NULL) {
-        dkd__send_error(c, h->request_id, DKD_WIRE_E_PROTOCOL, "VERIFY_SHM before SHM_ATTACH");
+        dkd__send_error(c, h->request_id, DKD__WIRE_E_PROTOCOL, "VERIFY_SHM before SHM_ATTACH");
         return;
     }
     if (v.offset > c->shm_size || v.length > c->shm_size - v.offset) {
-        dkd__send_error(c, h->request_id, DKD_WIRE_E_MALFORMED,
+        dkd__send_error(c, h->request_id, DKD__WIRE_E_MALFORMED,
                         "VERIFY_SHM range outside the attached region");
         return;
     }
@@ -858,7 +858,7 @@ static void verify_shm(conn *c, const dkd_wire_header *h, dkd_span payload)
     if (hlen <= w->srv->cfg.max_header_bytes) {
         uint8_t *copy = header_copy(w, hlen);
         if (copy == NULL) {
-            req_fail(r, DKD_WIRE_E_OVERLOADED, "no memory for the header block");
+            req_fail(r, DKD__WIRE_E_OVERLOADED, "no memory for the header block");
             return;
         }
         memcpy(copy, msg, hlen);
@@ -869,7 +869,7 @@ static void verify_shm(conn *c, const dkd_wire_header *h, dkd_span payload)
     feed_message(r, hdr, hlen, msg + hlen, len - hlen);
 }
 
-static void stream_body(conn *c, const dkd_wire_header *h, dkd_span payload)
+static void stream_body(conn *c, const dkd__wire_header *h, dkd_span payload)
 {
     worker *w = c->w;
     req *r = req_find(c, h->request_id);
@@ -877,7 +877,7 @@ static void stream_body(conn *c, const dkd_wire_header *h, dkd_span payload)
         return; /* refused at VERIFY_BEGIN: discarded silently */
     }
     if (r == NULL || !r->streaming || r->ended) {
-        dkd__send_error(c, h->request_id, DKD_WIRE_E_UNKNOWN_REQUEST, "no open stream for this id");
+        dkd__send_error(c, h->request_id, DKD__WIRE_E_UNKNOWN_REQUEST, "no open stream for this id");
         return;
     }
     r->last_frame_ms = w->now_ms;
@@ -889,7 +889,7 @@ static void stream_body(conn *c, const dkd_wire_header *h, dkd_span payload)
         dkd__wlog(w, LK_TOO_LARGE, DKD__LOG_INFO,
                   "client pid %ld: streamed message over %llu bytes", (long)c->pid,
                   (unsigned long long)w->srv->cfg.max_message_bytes);
-        req_fail(r, DKD_WIRE_E_TOO_LARGE, "message over the size limit");
+        req_fail(r, DKD__WIRE_E_TOO_LARGE, "message over the size limit");
         return;
     }
     int rc = dkd_msg_body(r->m, payload.ptr, payload.len);
@@ -898,7 +898,7 @@ static void stream_body(conn *c, const dkd_wire_header *h, dkd_span payload)
     }
 }
 
-static void stream_end(conn *c, const dkd_wire_header *h)
+static void stream_end(conn *c, const dkd__wire_header *h)
 {
     req *r = req_find(c, h->request_id);
     if (r == NULL && refused_has(c, h->request_id)) {
@@ -906,7 +906,7 @@ static void stream_end(conn *c, const dkd_wire_header *h)
         return;
     }
     if (r == NULL || !r->streaming || r->ended) {
-        dkd__send_error(c, h->request_id, DKD_WIRE_E_UNKNOWN_REQUEST, "no open stream for this id");
+        dkd__send_error(c, h->request_id, DKD__WIRE_E_UNKNOWN_REQUEST, "no open stream for this id");
         return;
     }
     if (r->failed) {
@@ -917,7 +917,7 @@ static void stream_end(conn *c, const dkd_wire_header *h)
     req_try_finish(r);
 }
 
-static void add_stat(dkd_wire_stat *st, size_t *n, const char *name, uint64_t v)
+static void add_stat(dkd__wire_stat *st, size_t *n, const char *name, uint64_t v)
 {
     st[*n].name = dkd__span_str(name);
     st[*n].value = v;
@@ -925,7 +925,7 @@ static void add_stat(dkd_wire_stat *st, size_t *n, const char *name, uint64_t v)
 }
 
 typedef struct stat_ctx {
-    dkd_wire_stat *st;
+    dkd__wire_stat *st;
     size_t n, max;
 } stat_ctx;
 
@@ -943,7 +943,7 @@ static void answer_stats(conn *c, uint32_t id)
     dkd__server_stats_get(c->w->srv, &s);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    dkd_wire_stat st[64];
+    dkd__wire_stat st[64];
     size_t n = 0;
     add_stat(st, &n, "connections", s.connections_open);
     add_stat(st, &n, "connections_total", s.connections_total);
@@ -981,113 +981,113 @@ static void answer_stats(conn *c, uint32_t id)
         srv->cfg.extra_stats(srv->cfg.extra_stats_arg, add_extra, &sc);
         n = sc.n;
     }
-    dkd_wire_put_stats_reply(&c->pend, id, st, n);
+    dkd__wire_put_stats_reply(&c->pend, id, st, n);
     conn_queued(c);
 }
 
-static void hello(conn *c, const dkd_wire_header *h, dkd_span payload)
+static void hello(conn *c, const dkd__wire_header *h, dkd_span payload)
 {
     dkd__server *srv = c->w->srv;
-    dkd_wire_hello m;
+    dkd__wire_hello m;
     if (c->hello_done) {
-        dkd__conn_fatal(c, LK_MALFORMED, DKD_WIRE_E_PROTOCOL, "second HELLO");
+        dkd__conn_fatal(c, LK_MALFORMED, DKD__WIRE_E_PROTOCOL, "second HELLO");
         return;
     }
     if (h->request_id != 0) {
-        dkd__conn_fatal(c, LK_MALFORMED, DKD_WIRE_E_PROTOCOL, "HELLO on a nonzero request_id");
+        dkd__conn_fatal(c, LK_MALFORMED, DKD__WIRE_E_PROTOCOL, "HELLO on a nonzero request_id");
         return;
     }
-    if (dkd_wire_decode_hello(payload, &m) != 0) {
-        dkd__conn_fatal(c, LK_MALFORMED, DKD_WIRE_E_MALFORMED, "malformed HELLO");
+    if (dkd__wire_decode_hello(payload, &m) != 0) {
+        dkd__conn_fatal(c, LK_MALFORMED, DKD__WIRE_E_MALFORMED, "malformed HELLO");
         return;
     }
-    if (m.min_version > DKD_WIRE_VERSION || m.max_version < DKD_WIRE_VERSION) {
-        dkd__conn_fatal(c, LK_VERSION, DKD_WIRE_E_VERSION, "no common protocol version");
+    if (m.min_version > DKD__WIRE_VERSION || m.max_version < DKD__WIRE_VERSION) {
+        dkd__conn_fatal(c, LK_VERSION, DKD__WIRE_E_VERSION, "no common protocol version");
         return;
     }
     c->hello_done = true;
     uint64_t max_msg = srv->cfg.max_message_bytes;
-    dkd_wire_hello_ok ok = {
-        .version = DKD_WIRE_VERSION,
+    dkd__wire_hello_ok ok = {
+        .version = DKD__WIRE_VERSION,
         .max_frame = srv->max_frame,
         .max_message = max_msg,
         .max_header_block = (uint32_t)srv->cfg.max_header_bytes,
         .max_inflight = srv->cfg.max_inflight,
         .max_chunk = (uint32_t)srv->cfg.max_body_chunk,
         .server_name = dkd__span_str("dkimd"),
-        .features = srv->cfg.max_shm_bytes > 0 ? DKD_WIRE_F_SHM : 0,
+        .features = srv->cfg.max_shm_bytes > 0 ? DKD__WIRE_F_SHM : 0,
     };
-    dkd_wire_put_hello_ok(&c->pend, 0, &ok);
+    dkd__wire_put_hello_ok(&c->pend, 0, &ok);
     conn_queued(c);
 }
 
 /* on_frame dispatches one whole frame. The payload borrows the receive buffer. */
-static void on_frame(conn *c, const dkd_wire_header *h, dkd_span payload)
+static void on_frame(conn *c, const dkd__wire_header *h, dkd_span payload)
 {
     worker *w = c->w;
-    if (!c->hello_done && h->type != DKD_WIRE_HELLO) {
-        dkd__conn_fatal(c, LK_MALFORMED, DKD_WIRE_E_PROTOCOL, "frame before HELLO");
+    if (!c->hello_done && h->type != DKD__WIRE_HELLO) {
+        dkd__conn_fatal(c, LK_MALFORMED, DKD__WIRE_E_PROTOCOL, "frame before HELLO");
         return;
     }
     if (c->fd_claim_next) {
         /* The frame cut short by the receive that brought a descriptor: it must be the
          * SHM_ATTACH the descriptor was sent with (PROTOCOL.md 4.9). */
         c->fd_claim_next = false;
-        if (h->type != DKD_WIRE_SHM_ATTACH) {
-            dkd__conn_fatal(c, LK_MALFORMED, DKD_WIRE_E_PROTOCOL,
+        if (h->type != DKD__WIRE_SHM_ATTACH) {
+            dkd__conn_fatal(c, LK_MALFORMED, DKD__WIRE_E_PROTOCOL,
                             "file descriptor sent with a frame other than SHM_ATTACH");
             return;
         }
     }
     switch (h->type) {
-    case DKD_WIRE_HELLO:
+    case DKD__WIRE_HELLO:
         hello(c, h, payload);
         break;
-    case DKD_WIRE_VERIFY:
-    case DKD_WIRE_VERIFY_BEGIN:
+    case DKD__WIRE_VERIFY:
+    case DKD__WIRE_VERIFY_BEGIN:
         open_verify(c, h, payload);
         break;
-    case DKD_WIRE_VERIFY_BODY:
+    case DKD__WIRE_VERIFY_BODY:
         if (payload.len > w->srv->cfg.max_body_chunk) {
-            dkd__conn_fatal(c, LK_TOO_LARGE, DKD_WIRE_E_TOO_LARGE, "VERIFY_BODY over max_chunk");
+            dkd__conn_fatal(c, LK_TOO_LARGE, DKD__WIRE_E_TOO_LARGE, "VERIFY_BODY over max_chunk");
             break;
         }
         stream_body(c, h, payload);
         break;
-    case DKD_WIRE_VERIFY_END:
+    case DKD__WIRE_VERIFY_END:
         if (payload.len != 0) {
-            dkd__conn_fatal(c, LK_MALFORMED, DKD_WIRE_E_MALFORMED, "VERIFY_END with a payload");
+            dkd__conn_fatal(c, LK_MALFORMED, DKD__WIRE_E_MALFORMED, "VERIFY_END with a payload");
             break;
         }
         stream_end(c, h);
         break;
-    case DKD_WIRE_SHM_ATTACH:
+    case DKD__WIRE_SHM_ATTACH:
         shm_attach(c, h, payload);
         break;
-    case DKD_WIRE_VERIFY_SHM:
+    case DKD__WIRE_VERIFY_SHM:
         verify_shm(c, h, payload);
         break;
-    case DKD_WIRE_STATS:
+    case DKD__WIRE_STATS:
         if (payload.len != 0) {
-            dkd__conn_fatal(c, LK_MALFORMED, DKD_WIRE_E_MALFORMED, "malformed STATS");
+            dkd__conn_fatal(c, LK_MALFORMED, DKD__WIRE_E_MALFORMED, "malformed STATS");
             break;
         }
         if (check_id(c, h->request_id)) {
             answer_stats(c, h->request_id);
         }
         break;
-    case DKD_WIRE_PING:
-        if (payload.len > DKD_WIRE_MAX_PING) {
-            dkd__conn_fatal(c, LK_MALFORMED, DKD_WIRE_E_MALFORMED, "malformed PING");
+    case DKD__WIRE_PING:
+        if (payload.len > DKD__WIRE_MAX_PING) {
+            dkd__conn_fatal(c, LK_MALFORMED, DKD__WIRE_E_MALFORMED, "malformed PING");
             break;
         }
         if (check_id(c, h->request_id)) {
-            dkd_wire_put_data(&c->pend, DKD_WIRE_PONG, h->request_id, payload);
+            dkd__wire_put_data(&c->pend, DKD__WIRE_PONG, h->request_id, payload);
             conn_queued(c);
         }
         break;
     default:
-        dkd__conn_fatal(c, LK_MALFORMED, DKD_WIRE_E_MALFORMED, "unknown frame type");
+        dkd__conn_fatal(c, LK_MALFORMED, DKD__WIRE_E_MALFORMED, "unknown frame type");
         break;
     }
 }
@@ -1118,30 +1118,30 @@ void dkd__conn_process(conn *c)
             c->rx_paused = true;
             break;
         }
-        uint32_t limit = c->hello_done ? srv->max_frame : DKD_WIRE_PRE_HELLO_MAX;
+        uint32_t limit = c->hello_done ? srv->max_frame : DKD__WIRE_PRE_HELLO_MAX;
         /* HELLO always carries version 1; afterwards the negotiated one (also 1). */
-        dkd_wire_header h;
+        dkd__wire_header h;
         dkd_span payload;
-        int rc = dkd_wire_frame_split(&in, DKD_WIRE_VERSION, limit, &h, &payload);
+        int rc = dkd__wire_frame_split(&in, DKD__WIRE_VERSION, limit, &h, &payload);
         if (rc == 0) {
-            if (in.len >= DKD_WIRE_HEADER_LEN) {
-                need = DKD_WIRE_HEADER_LEN + h.payload_len;
+            if (in.len >= DKD__WIRE_HEADER_LEN) {
+                need = DKD__WIRE_HEADER_LEN + h.payload_len;
             }
             break;
         }
-        if (rc == DKD_WIRE_ERR_VERSION) {
-            dkd__conn_fatal(c, LK_VERSION, DKD_WIRE_E_VERSION, "unsupported frame version");
+        if (rc == DKD__WIRE_ERR_VERSION) {
+            dkd__conn_fatal(c, LK_VERSION, DKD__WIRE_E_VERSION, "unsupported frame version");
             break;
         }
         if (rc < 0) {
-            dkd__conn_fatal(c, LK_TOO_LARGE, DKD_WIRE_E_TOO_LARGE, "frame over max_frame");
+            dkd__conn_fatal(c, LK_TOO_LARGE, DKD__WIRE_E_TOO_LARGE, "frame over max_frame");
             break;
         }
         consumed = true;
-        if (c->fd_fresh && in.len == 0 && c->passed_fd >= 0 && h.type != DKD_WIRE_SHM_ATTACH) {
+        if (c->fd_fresh && in.len == 0 && c->passed_fd >= 0 && h.type != DKD__WIRE_SHM_ATTACH) {
             /* The kernel ends a receive right after the bytes a descriptor came with, so
              * the last frame of this receive is the one it was sent with. */
-            dkd__conn_fatal(c, LK_MALFORMED, DKD_WIRE_E_PROTOCOL,
+            dkd__conn_fatal(c, LK_MALFORMED, DKD__WIRE_E_PROTOCOL,
                             "file descriptor sent with a frame other than SHM_ATTACH");
             break;
         }
@@ -1157,7 +1157,7 @@ void dkd__conn_process(conn *c)
          * SHM_ATTACH. (A paused batch is judged when it resumes.) */
         c->fd_fresh = false;
         if (c->passed_fd >= 0 && in.len == 0) {
-            dkd__conn_fatal(c, LK_MALFORMED, DKD_WIRE_E_PROTOCOL,
+            dkd__conn_fatal(c, LK_MALFORMED, DKD__WIRE_E_PROTOCOL,
                             "file descriptor sent with a frame other than SHM_ATTACH");
         } else if (c->passed_fd >= 0) {
             c->fd_claim_next = true;
@@ -1197,13 +1197,13 @@ void dkd__conn_process(conn *c)
         }
         if (nb == NULL) {
             dkd__wlog(w, LK_OVERLOADED, DKD__LOG_WARNING, "no memory for a %u-byte frame", need);
-            dkd__conn_fatal(c, LK_OVERLOADED, DKD_WIRE_E_OVERLOADED, "no memory for this frame");
+            dkd__conn_fatal(c, LK_OVERLOADED, DKD__WIRE_E_OVERLOADED, "no memory for this frame");
             return;
         }
         c->rbuf = nb;
         c->rcap = want;
         c->charged += extra;
-    } else if (c->rcap > srv->cfg.max_body_chunk + DKD_WIRE_HEADER_LEN && c->rlen <= RBUF_BASE &&
+    } else if (c->rcap > srv->cfg.max_body_chunk + DKD__WIRE_HEADER_LEN && c->rlen <= RBUF_BASE &&
                c->rpos + need <= RBUF_BASE) {
         /* A whole-message frame is done: give its memory back. A buffer that only grew
          * to the body chunk size is kept, or a client streaming chunks a little over

@@ -106,9 +106,9 @@ static bool get_str16(dkd_span *s, dkd_span *out)
 
 /* ---- frames ---- */
 
-bool dkd_wire_header_decode(dkd_span in, dkd_wire_header *hdr)
+bool dkd__wire_header_decode(dkd_span in, dkd__wire_header *hdr)
 {
-    if (in.len < DKD_WIRE_HEADER_LEN) {
+    if (in.len < DKD__WIRE_HEADER_LEN) {
         return false;
     }
     dkd_span s = in;
@@ -121,66 +121,66 @@ bool dkd_wire_header_decode(dkd_span in, dkd_wire_header *hdr)
     return true;
 }
 
-int dkd_wire_frame_split(dkd_span *in, uint8_t expect_version, uint32_t max_payload,
-                         dkd_wire_header *hdr, dkd_span *payload)
+int dkd__wire_frame_split(dkd_span *in, uint8_t expect_version, uint32_t max_payload,
+                          dkd__wire_header *hdr, dkd_span *payload)
 {
-    if (!dkd_wire_header_decode(*in, hdr)) {
+    if (!dkd__wire_header_decode(*in, hdr)) {
         return 0;
     }
     /* Decided on the header alone: a receiver must not wait for (or buffer) a payload
      * it is going to refuse anyway. */
     if (expect_version != 0 && hdr->version != expect_version) {
-        return DKD_WIRE_ERR_VERSION;
+        return DKD__WIRE_ERR_VERSION;
     }
     if (hdr->payload_len > max_payload) {
-        return DKD_WIRE_ERR_TOO_LARGE;
+        return DKD__WIRE_ERR_TOO_LARGE;
     }
-    if (in->len - DKD_WIRE_HEADER_LEN < hdr->payload_len) {
+    if (in->len - DKD__WIRE_HEADER_LEN < hdr->payload_len) {
         return 0;
     }
-    *payload = dkd__span(in->ptr + DKD_WIRE_HEADER_LEN, hdr->payload_len);
-    in->ptr += DKD_WIRE_HEADER_LEN + (size_t)hdr->payload_len;
-    in->len -= DKD_WIRE_HEADER_LEN + (size_t)hdr->payload_len;
+    *payload = dkd__span(in->ptr + DKD__WIRE_HEADER_LEN, hdr->payload_len);
+    in->ptr += DKD__WIRE_HEADER_LEN + (size_t)hdr->payload_len;
+    in->len -= DKD__WIRE_HEADER_LEN + (size_t)hdr->payload_len;
     return 1;
 }
 
 /* ---- payload decoders ---- */
 
-int dkd_wire_decode_hello(dkd_span p, dkd_wire_hello *out)
+int dkd__wire_decode_hello(dkd_span p, dkd__wire_hello *out)
 {
     if (!get_u8(&p, &out->min_version) || !get_u8(&p, &out->max_version) ||
         !get_str8(&p, &out->client_name) || p.len != 0) {
-        return DKD_WIRE_ERR_MALFORMED;
+        return DKD__WIRE_ERR_MALFORMED;
     }
     if (out->min_version < 1 || out->max_version < out->min_version) {
-        return DKD_WIRE_ERR_MALFORMED;
+        return DKD__WIRE_ERR_MALFORMED;
     }
     return 0;
 }
 
-int dkd_wire_decode_hello_ok(dkd_span p, dkd_wire_hello_ok *out)
+int dkd__wire_decode_hello_ok(dkd_span p, dkd__wire_hello_ok *out)
 {
     dkd_span reserved;
     if (!get_u8(&p, &out->version) || !get_bytes(&p, 3, &reserved) ||
         !get_u32(&p, &out->max_frame) || !get_u64(&p, &out->max_message) ||
         !get_u32(&p, &out->max_header_block) || !get_u32(&p, &out->max_inflight) ||
         !get_u32(&p, &out->max_chunk) || !get_str8(&p, &out->server_name) || p.len != 0) {
-        return DKD_WIRE_ERR_MALFORMED;
+        return DKD__WIRE_ERR_MALFORMED;
     }
     /* The reserved bytes must be zero so that a later version may give them meaning. */
     if (reserved.ptr[0] | reserved.ptr[1] | reserved.ptr[2]) {
-        return DKD_WIRE_ERR_MALFORMED;
+        return DKD__WIRE_ERR_MALFORMED;
     }
-    if (out->version < 1 || out->max_frame < DKD_WIRE_PRE_HELLO_MAX || out->max_inflight < 1 ||
+    if (out->version < 1 || out->max_frame < DKD__WIRE_PRE_HELLO_MAX || out->max_inflight < 1 ||
         out->max_chunk < 1 || out->max_chunk > out->max_frame) {
-        return DKD_WIRE_ERR_MALFORMED;
+        return DKD__WIRE_ERR_MALFORMED;
     }
     return 0;
 }
 
 static bool authserv_ok(dkd_span v)
 {
-    if (v.len < 1 || v.len > DKD_WIRE_MAX_AUTHSERV) {
+    if (v.len < 1 || v.len > DKD__WIRE_MAX_AUTHSERV) {
         return false;
     }
     /* Printable ASCII without space: it is pasted into a header field. */
@@ -192,55 +192,55 @@ static bool authserv_ok(dkd_span v)
     return true;
 }
 
-static int decode_opts(dkd_span block, dkd_wire_verify_opts *o)
+static int decode_opts(dkd_span block, dkd__wire_verify_opts *o)
 {
-    *o = (dkd_wire_verify_opts){0};
+    *o = (dkd__wire_verify_opts){0};
     unsigned last_tag = 0;
     while (block.len > 0) {
         uint8_t tag;
         uint16_t n;
         dkd_span v;
         if (!get_u8(&block, &tag) || !get_u16(&block, &n) || !get_bytes(&block, n, &v)) {
-            return DKD_WIRE_ERR_MALFORMED;
+            return DKD__WIRE_ERR_MALFORMED;
         }
         /* Ascending order, each tag once: one encoding per option set, so decoding is
          * exact and the fuzz round trip holds byte for byte. */
         if (tag <= last_tag) {
-            return DKD_WIRE_ERR_MALFORMED;
+            return DKD__WIRE_ERR_MALFORMED;
         }
         last_tag = tag;
-        if (tag == DKD_WIRE_OPT_AUTHSERV_ID) {
+        if (tag == DKD__WIRE_OPT_AUTHSERV_ID) {
             if (!authserv_ok(v)) {
-                return DKD_WIRE_ERR_MALFORMED;
+                return DKD__WIRE_ERR_MALFORMED;
             }
             o->has_authserv_id = true;
             o->authserv_id = v;
-        } else if (tag == DKD_WIRE_OPT_TIME) {
+        } else if (tag == DKD__WIRE_OPT_TIME) {
             uint64_t t;
             if (v.len != 8 || !get_u64(&v, &t)) {
-                return DKD_WIRE_ERR_MALFORMED;
+                return DKD__WIRE_ERR_MALFORMED;
             }
             o->has_time = true;
             o->time = (int64_t)t; /* two's complement on every platform we build for */
         } else {
-            return DKD_WIRE_ERR_MALFORMED;
+            return DKD__WIRE_ERR_MALFORMED;
         }
     }
     return 0;
 }
 
 /* The option block of VERIFY, VERIFY_BEGIN and VERIFY_SHM: u16 length, then TLVs. */
-static int get_opts(dkd_span *p, dkd_wire_verify_opts *o)
+static int get_opts(dkd_span *p, dkd__wire_verify_opts *o)
 {
     uint16_t opt_len;
     dkd_span block;
     if (!get_u16(p, &opt_len) || !get_bytes(p, opt_len, &block)) {
-        return DKD_WIRE_ERR_MALFORMED;
+        return DKD__WIRE_ERR_MALFORMED;
     }
     return decode_opts(block, o);
 }
 
-int dkd_wire_decode_verify(dkd_span p, dkd_wire_verify *out)
+int dkd__wire_decode_verify(dkd_span p, dkd__wire_verify *out)
 {
     int rc = get_opts(&p, &out->opts);
     if (rc != 0) {
@@ -250,7 +250,7 @@ int dkd_wire_decode_verify(dkd_span p, dkd_wire_verify *out)
     return 0;
 }
 
-int dkd_wire_decode_verify_shm(dkd_span p, dkd_wire_verify_shm *out)
+int dkd__wire_decode_verify_shm(dkd_span p, dkd__wire_verify_shm *out)
 {
     int rc = get_opts(&p, &out->opts);
     if (rc != 0) {
@@ -258,15 +258,15 @@ int dkd_wire_decode_verify_shm(dkd_span p, dkd_wire_verify_shm *out)
     }
     if (!get_u64(&p, &out->offset) || !get_u64(&p, &out->length) || p.len != 0 ||
         out->offset > UINT64_MAX - out->length) {
-        return DKD_WIRE_ERR_MALFORMED;
+        return DKD__WIRE_ERR_MALFORMED;
     }
     return 0;
 }
 
-int dkd_wire_decode_shm_attach(dkd_span p, uint64_t *size)
+int dkd__wire_decode_shm_attach(dkd_span p, uint64_t *size)
 {
     if (!get_u64(&p, size) || p.len != 0 || *size == 0) {
-        return DKD_WIRE_ERR_MALFORMED;
+        return DKD__WIRE_ERR_MALFORMED;
     }
     return 0;
 }
@@ -275,7 +275,7 @@ int dkd_wire_decode_shm_attach(dkd_span p, uint64_t *size)
  * body_signed, body_total. */
 enum { SIG_FIXED_LEN = 1 + 1 + 2 + 2 + 4 + 8 + 8 };
 
-bool dkd_wire_sig_next(dkd_span *cursor, dkd_wire_sig *o)
+bool dkd__wire_sig_next(dkd_span *cursor, dkd__wire_sig *o)
 {
     dkd_span s = *cursor;
     if (!get_u8(&s, &o->result) || !get_u8(&s, &o->dnssec) || !get_u16(&s, &o->reason) ||
@@ -285,32 +285,33 @@ bool dkd_wire_sig_next(dkd_span *cursor, dkd_wire_sig *o)
         !get_str16(&s, &o->i) || !get_str16(&s, &o->a) || !get_str16(&s, &o->b_prefix)) {
         return false;
     }
-    if (o->result > DKD_RESULT_TEMPERROR || o->dnssec > DKD_WIRE_DNSSEC_BOGUS ||
-        (o->flags & ~(unsigned)(DKD_WIRE_SIG_TESTING | DKD_WIRE_SIG_HAS_L | DKD_WIRE_SIG_STALE)) != 0) {
+    if (o->result > DKD_RESULT_TEMPERROR || o->dnssec > DKD__WIRE_DNSSEC_BOGUS ||
+        (o->flags &
+         ~(unsigned)(DKD__WIRE_SIG_TESTING | DKD__WIRE_SIG_HAS_L | DKD__WIRE_SIG_STALE)) != 0) {
         return false;
     }
     *cursor = s;
     return true;
 }
 
-int dkd_wire_decode_result(dkd_span p, dkd_wire_result *out)
+int dkd__wire_decode_result(dkd_span p, dkd__wire_result *out)
 {
     if (!get_u16(&p, &out->nsigs)) {
-        return DKD_WIRE_ERR_MALFORMED;
+        return DKD__WIRE_ERR_MALFORMED;
     }
     /* Walk every record now so that consumers iterating later cannot meet a bad one. */
     const uint8_t *start = p.ptr;
     for (unsigned k = 0; k < out->nsigs; k++) {
-        dkd_wire_sig sig;
-        if (!dkd_wire_sig_next(&p, &sig)) {
-            return DKD_WIRE_ERR_MALFORMED;
+        dkd__wire_sig sig;
+        if (!dkd__wire_sig_next(&p, &sig)) {
+            return DKD__WIRE_ERR_MALFORMED;
         }
     }
     out->sigs = dkd__span(start, (size_t)(p.ptr - start));
     uint32_t n;
     if (!get_u32(&p, &n) || !get_bytes(&p, n, &out->authres) || !no_nul(out->authres) ||
         p.len != 0) {
-        return DKD_WIRE_ERR_MALFORMED;
+        return DKD__WIRE_ERR_MALFORMED;
     }
     return 0;
 }
@@ -329,7 +330,7 @@ static bool stat_name_ok(dkd_span n)
     return true;
 }
 
-bool dkd_wire_stat_next(dkd_span *cursor, dkd_wire_stat *o)
+bool dkd__wire_stat_next(dkd_span *cursor, dkd__wire_stat *o)
 {
     dkd_span s = *cursor;
     if (!get_str8(&s, &o->name) || !stat_name_ok(o->name) || !get_u64(&s, &o->value)) {
@@ -339,104 +340,104 @@ bool dkd_wire_stat_next(dkd_span *cursor, dkd_wire_stat *o)
     return true;
 }
 
-int dkd_wire_decode_stats_reply(dkd_span p, dkd_wire_stats_reply *out)
+int dkd__wire_decode_stats_reply(dkd_span p, dkd__wire_stats_reply *out)
 {
     if (!get_u16(&p, &out->count)) {
-        return DKD_WIRE_ERR_MALFORMED;
+        return DKD__WIRE_ERR_MALFORMED;
     }
     out->entries = p;
     /* Uniqueness of names is the sender's promise; checking it would be quadratic in a
      * hostile count and a duplicate harms no one. */
     for (unsigned k = 0; k < out->count; k++) {
-        dkd_wire_stat st;
-        if (!dkd_wire_stat_next(&p, &st)) {
-            return DKD_WIRE_ERR_MALFORMED;
+        dkd__wire_stat st;
+        if (!dkd__wire_stat_next(&p, &st)) {
+            return DKD__WIRE_ERR_MALFORMED;
         }
     }
     if (p.len != 0) {
-        return DKD_WIRE_ERR_MALFORMED;
+        return DKD__WIRE_ERR_MALFORMED;
     }
     return 0;
 }
 
-int dkd_wire_decode_error(dkd_span p, dkd_wire_error *out)
+int dkd__wire_decode_error(dkd_span p, dkd__wire_error *out)
 {
     if (!get_u16(&p, &out->code) || !get_str16(&p, &out->message) || p.len != 0) {
-        return DKD_WIRE_ERR_MALFORMED;
+        return DKD__WIRE_ERR_MALFORMED;
     }
     return 0;
 }
 
-enum dkd_wire_errcode dkd_wire_errcode_of(int status)
+enum dkd__wire_errcode dkd__wire_errcode_of(int status)
 {
     switch (status) {
-    case DKD_WIRE_ERR_MALFORMED:
-        return DKD_WIRE_E_MALFORMED;
-    case DKD_WIRE_ERR_VERSION:
-        return DKD_WIRE_E_VERSION;
-    case DKD_WIRE_ERR_TOO_LARGE:
-        return DKD_WIRE_E_TOO_LARGE;
+    case DKD__WIRE_ERR_MALFORMED:
+        return DKD__WIRE_E_MALFORMED;
+    case DKD__WIRE_ERR_VERSION:
+        return DKD__WIRE_E_VERSION;
+    case DKD__WIRE_ERR_TOO_LARGE:
+        return DKD__WIRE_E_TOO_LARGE;
     default:
-        return DKD_WIRE_E_INTERNAL;
+        return DKD__WIRE_E_INTERNAL;
     }
 }
 
-const char *dkd_wire_type_name(uint8_t type)
+const char *dkd__wire_type_name(uint8_t type)
 {
     switch (type) {
-    case DKD_WIRE_HELLO:
+    case DKD__WIRE_HELLO:
         return "HELLO";
-    case DKD_WIRE_HELLO_OK:
+    case DKD__WIRE_HELLO_OK:
         return "HELLO_OK";
-    case DKD_WIRE_VERIFY:
+    case DKD__WIRE_VERIFY:
         return "VERIFY";
-    case DKD_WIRE_VERIFY_BEGIN:
+    case DKD__WIRE_VERIFY_BEGIN:
         return "VERIFY_BEGIN";
-    case DKD_WIRE_VERIFY_BODY:
+    case DKD__WIRE_VERIFY_BODY:
         return "VERIFY_BODY";
-    case DKD_WIRE_VERIFY_END:
+    case DKD__WIRE_VERIFY_END:
         return "VERIFY_END";
-    case DKD_WIRE_RESULT:
+    case DKD__WIRE_RESULT:
         return "RESULT";
-    case DKD_WIRE_STATS:
+    case DKD__WIRE_STATS:
         return "STATS";
-    case DKD_WIRE_STATS_REPLY:
+    case DKD__WIRE_STATS_REPLY:
         return "STATS_REPLY";
-    case DKD_WIRE_PING:
+    case DKD__WIRE_PING:
         return "PING";
-    case DKD_WIRE_PONG:
+    case DKD__WIRE_PONG:
         return "PONG";
-    case DKD_WIRE_SHM_ATTACH:
+    case DKD__WIRE_SHM_ATTACH:
         return "SHM_ATTACH";
-    case DKD_WIRE_SHM_ATTACH_OK:
+    case DKD__WIRE_SHM_ATTACH_OK:
         return "SHM_ATTACH_OK";
-    case DKD_WIRE_VERIFY_SHM:
+    case DKD__WIRE_VERIFY_SHM:
         return "VERIFY_SHM";
-    case DKD_WIRE_ERROR:
+    case DKD__WIRE_ERROR:
         return "ERROR";
     default:
         return "unknown";
     }
 }
 
-const char *dkd_wire_errcode_name(uint16_t code)
+const char *dkd__wire_errcode_name(uint16_t code)
 {
     switch (code) {
-    case DKD_WIRE_E_MALFORMED:
+    case DKD__WIRE_E_MALFORMED:
         return "malformed frame";
-    case DKD_WIRE_E_VERSION:
+    case DKD__WIRE_E_VERSION:
         return "unsupported version";
-    case DKD_WIRE_E_TOO_LARGE:
+    case DKD__WIRE_E_TOO_LARGE:
         return "too large";
-    case DKD_WIRE_E_OVERLOADED:
+    case DKD__WIRE_E_OVERLOADED:
         return "overloaded";
-    case DKD_WIRE_E_SHUTTING_DOWN:
+    case DKD__WIRE_E_SHUTTING_DOWN:
         return "shutting down";
-    case DKD_WIRE_E_UNKNOWN_REQUEST:
+    case DKD__WIRE_E_UNKNOWN_REQUEST:
         return "unknown request";
-    case DKD_WIRE_E_INTERNAL:
+    case DKD__WIRE_E_INTERNAL:
         return "internal error";
-    case DKD_WIRE_E_PROTOCOL:
+    case DKD__WIRE_E_PROTOCOL:
         return "protocol violation";
     default:
         return "unknown error";
@@ -445,36 +446,36 @@ const char *dkd_wire_errcode_name(uint16_t code)
 
 /* ---- the builder ---- */
 
-void dkd_wbuf_init(dkd_wbuf *b)
+void dkd__wbuf_init(dkd__wbuf *b)
 {
-    *b = (dkd_wbuf){0};
+    *b = (dkd__wbuf){0};
 }
 
-void dkd_wbuf_init_fixed(dkd_wbuf *b, void *mem, size_t cap)
+void dkd__wbuf_init_fixed(dkd__wbuf *b, void *mem, size_t cap)
 {
-    *b = (dkd_wbuf){.ptr = mem, .cap = cap, .fixed = true};
+    *b = (dkd__wbuf){.ptr = mem, .cap = cap, .fixed = true};
 }
 
-void dkd_wbuf_free(dkd_wbuf *b)
+void dkd__wbuf_free(dkd__wbuf *b)
 {
     if (!b->fixed) {
         free(b->ptr);
     }
-    *b = (dkd_wbuf){0};
+    *b = (dkd__wbuf){0};
 }
 
-void dkd_wbuf_reset(dkd_wbuf *b)
+void dkd__wbuf_reset(dkd__wbuf *b)
 {
     b->len = 0;
     b->err = false;
 }
 
-int dkd_wbuf_ok(const dkd_wbuf *b)
+int dkd__wbuf_ok(const dkd__wbuf *b)
 {
-    return b->err ? DKD_WIRE_ERR_NOMEM : 0;
+    return b->err ? DKD__WIRE_ERR_NOMEM : 0;
 }
 
-static bool reserve(dkd_wbuf *b, size_t n)
+static bool reserve(dkd__wbuf *b, size_t n)
 {
     if (b->err) {
         return false;
@@ -500,7 +501,7 @@ static bool reserve(dkd_wbuf *b, size_t n)
     return true;
 }
 
-void dkd_wbuf_append(dkd_wbuf *b, const void *p, size_t n)
+void dkd__wbuf_append(dkd__wbuf *b, const void *p, size_t n)
 {
     if (n == 0 || !reserve(b, n)) {
         return;
@@ -509,50 +510,50 @@ void dkd_wbuf_append(dkd_wbuf *b, const void *p, size_t n)
     b->len += n;
 }
 
-static void put_u8(dkd_wbuf *b, uint8_t v)
+static void put_u8(dkd__wbuf *b, uint8_t v)
 {
-    dkd_wbuf_append(b, &v, 1);
+    dkd__wbuf_append(b, &v, 1);
 }
 
-static void put_u16(dkd_wbuf *b, uint16_t v)
+static void put_u16(dkd__wbuf *b, uint16_t v)
 {
     uint8_t x[2] = {(uint8_t)(v >> 8), (uint8_t)v};
-    dkd_wbuf_append(b, x, 2);
+    dkd__wbuf_append(b, x, 2);
 }
 
-static void put_u32(dkd_wbuf *b, uint32_t v)
+static void put_u32(dkd__wbuf *b, uint32_t v)
 {
     uint8_t x[4] = {(uint8_t)(v >> 24), (uint8_t)(v >> 16), (uint8_t)(v >> 8), (uint8_t)v};
-    dkd_wbuf_append(b, x, 4);
+    dkd__wbuf_append(b, x, 4);
 }
 
-static void put_u64(dkd_wbuf *b, uint64_t v)
+static void put_u64(dkd__wbuf *b, uint64_t v)
 {
     put_u32(b, (uint32_t)(v >> 32));
     put_u32(b, (uint32_t)v);
 }
 
-static void put_str8(dkd_wbuf *b, dkd_span v)
+static void put_str8(dkd__wbuf *b, dkd_span v)
 {
     if (v.len > UINT8_MAX) {
         b->err = true;
         return;
     }
     put_u8(b, (uint8_t)v.len);
-    dkd_wbuf_append(b, v.ptr, v.len);
+    dkd__wbuf_append(b, v.ptr, v.len);
 }
 
-static void put_str16(dkd_wbuf *b, dkd_span v)
+static void put_str16(dkd__wbuf *b, dkd_span v)
 {
     if (v.len > UINT16_MAX) {
         b->err = true;
         return;
     }
     put_u16(b, (uint16_t)v.len);
-    dkd_wbuf_append(b, v.ptr, v.len);
+    dkd__wbuf_append(b, v.ptr, v.len);
 }
 
-void dkd_wire_put_header(dkd_wbuf *b, const dkd_wire_header *h)
+void dkd__wire_put_header(dkd__wbuf *b, const dkd__wire_header *h)
 {
     put_u8(b, h->version);
     put_u8(b, h->type);
@@ -562,41 +563,41 @@ void dkd_wire_put_header(dkd_wbuf *b, const dkd_wire_header *h)
 }
 
 /* put_frame_header_flags writes a version-1 header for a payload of len bytes. */
-static void put_frame_header_flags(dkd_wbuf *b, uint8_t type, uint16_t flags, uint32_t request_id,
+static void put_frame_header_flags(dkd__wbuf *b, uint8_t type, uint16_t flags, uint32_t request_id,
                                    size_t len)
 {
     if (len > UINT32_MAX) {
         b->err = true;
         return;
     }
-    dkd_wire_header h = {.version = DKD_WIRE_VERSION,
-                         .type = type,
-                         .flags = flags,
-                         .request_id = request_id,
-                         .payload_len = (uint32_t)len};
-    dkd_wire_put_header(b, &h);
+    dkd__wire_header h = {.version = DKD__WIRE_VERSION,
+                          .type = type,
+                          .flags = flags,
+                          .request_id = request_id,
+                          .payload_len = (uint32_t)len};
+    dkd__wire_put_header(b, &h);
 }
 
-static void put_frame_header(dkd_wbuf *b, uint8_t type, uint32_t request_id, size_t len)
+static void put_frame_header(dkd__wbuf *b, uint8_t type, uint32_t request_id, size_t len)
 {
     put_frame_header_flags(b, type, 0, request_id, len);
 }
 
-void dkd_wire_put_hello(dkd_wbuf *b, uint32_t request_id, const dkd_wire_hello *m)
+void dkd__wire_put_hello(dkd__wbuf *b, uint32_t request_id, const dkd__wire_hello *m)
 {
-    put_frame_header(b, DKD_WIRE_HELLO, request_id, 2 + 1 + m->client_name.len);
+    put_frame_header(b, DKD__WIRE_HELLO, request_id, 2 + 1 + m->client_name.len);
     put_u8(b, m->min_version);
     put_u8(b, m->max_version);
     put_str8(b, m->client_name);
 }
 
-void dkd_wire_put_hello_ok(dkd_wbuf *b, uint32_t request_id, const dkd_wire_hello_ok *m)
+void dkd__wire_put_hello_ok(dkd__wbuf *b, uint32_t request_id, const dkd__wire_hello_ok *m)
 {
-    put_frame_header_flags(b, DKD_WIRE_HELLO_OK, m->features, request_id,
+    put_frame_header_flags(b, DKD__WIRE_HELLO_OK, m->features, request_id,
                            4 + 4 + 8 + 4 + 4 + 4 + 1 + m->server_name.len);
     put_u8(b, m->version);
     static const uint8_t zero[3];
-    dkd_wbuf_append(b, zero, 3);
+    dkd__wbuf_append(b, zero, 3);
     put_u32(b, m->max_frame);
     put_u64(b, m->max_message);
     put_u32(b, m->max_header_block);
@@ -605,7 +606,7 @@ void dkd_wire_put_hello_ok(dkd_wbuf *b, uint32_t request_id, const dkd_wire_hell
     put_str8(b, m->server_name);
 }
 
-static size_t opts_len(const dkd_wire_verify_opts *o)
+static size_t opts_len(const dkd__wire_verify_opts *o)
 {
     size_t n = 0;
     if (o->has_authserv_id) {
@@ -617,13 +618,13 @@ static size_t opts_len(const dkd_wire_verify_opts *o)
     return n;
 }
 
-size_t dkd_wire_verify_head_len(const dkd_wire_verify_opts *opts)
+size_t dkd__wire_verify_head_len(const dkd__wire_verify_opts *opts)
 {
-    return DKD_WIRE_HEADER_LEN + 2 + opts_len(opts);
+    return DKD__WIRE_HEADER_LEN + 2 + opts_len(opts);
 }
 
-void dkd_wire_put_verify_head(dkd_wbuf *b, uint8_t type, uint32_t request_id,
-                              const dkd_wire_verify_opts *o, size_t data_len)
+void dkd__wire_put_verify_head(dkd__wbuf *b, uint8_t type, uint32_t request_id,
+                               const dkd__wire_verify_opts *o, size_t data_len)
 {
     size_t olen = opts_len(o);
     /* An authserv-id the decoder would refuse is refused here too, so that what the
@@ -636,42 +637,43 @@ void dkd_wire_put_verify_head(dkd_wbuf *b, uint8_t type, uint32_t request_id,
     put_frame_header(b, type, request_id, 2 + olen + data_len);
     put_u16(b, (uint16_t)olen);
     if (o->has_authserv_id) {
-        put_u8(b, DKD_WIRE_OPT_AUTHSERV_ID);
+        put_u8(b, DKD__WIRE_OPT_AUTHSERV_ID);
         put_str16(b, o->authserv_id);
     }
     if (o->has_time) {
-        put_u8(b, DKD_WIRE_OPT_TIME);
+        put_u8(b, DKD__WIRE_OPT_TIME);
         put_u16(b, 8);
         put_u64(b, (uint64_t)o->time);
     }
 }
 
-void dkd_wire_put_verify(dkd_wbuf *b, uint8_t type, uint32_t request_id, const dkd_wire_verify *m)
+void dkd__wire_put_verify(dkd__wbuf *b, uint8_t type, uint32_t request_id,
+                          const dkd__wire_verify *m)
 {
-    dkd_wire_put_verify_head(b, type, request_id, &m->opts, m->data.len);
-    dkd_wbuf_append(b, m->data.ptr, m->data.len);
+    dkd__wire_put_verify_head(b, type, request_id, &m->opts, m->data.len);
+    dkd__wbuf_append(b, m->data.ptr, m->data.len);
 }
 
-void dkd_wire_put_verify_shm(dkd_wbuf *b, uint32_t request_id, const dkd_wire_verify_shm *m)
+void dkd__wire_put_verify_shm(dkd__wbuf *b, uint32_t request_id, const dkd__wire_verify_shm *m)
 {
-    dkd_wire_put_verify_head(b, DKD_WIRE_VERIFY_SHM, request_id, &m->opts, 16);
+    dkd__wire_put_verify_head(b, DKD__WIRE_VERIFY_SHM, request_id, &m->opts, 16);
     put_u64(b, m->offset);
     put_u64(b, m->length);
 }
 
-void dkd_wire_put_shm_attach(dkd_wbuf *b, uint32_t request_id, uint64_t size)
+void dkd__wire_put_shm_attach(dkd__wbuf *b, uint32_t request_id, uint64_t size)
 {
-    put_frame_header(b, DKD_WIRE_SHM_ATTACH, request_id, 8);
+    put_frame_header(b, DKD__WIRE_SHM_ATTACH, request_id, 8);
     put_u64(b, size);
 }
 
-void dkd_wire_put_data(dkd_wbuf *b, uint8_t type, uint32_t request_id, dkd_span data)
+void dkd__wire_put_data(dkd__wbuf *b, uint8_t type, uint32_t request_id, dkd_span data)
 {
     put_frame_header(b, type, request_id, data.len);
-    dkd_wbuf_append(b, data.ptr, data.len);
+    dkd__wbuf_append(b, data.ptr, data.len);
 }
 
-static size_t sig_len(const dkd_wire_sig *s)
+static size_t sig_len(const dkd__wire_sig *s)
 {
     return SIG_FIXED_LEN + 7 * 2 + s->explanation.len + s->detail.len + s->d.len + s->s.len +
            s->i.len + s->a.len + s->b_prefix.len;
@@ -708,12 +710,12 @@ static uint8_t *w_str16(uint8_t *p, dkd_span v)
 }
 
 /*
- * dkd_wire_put_result encodes a RESULT frame. It runs once per answered message, so the
+ * dkd__wire_put_result encodes a RESULT frame. It runs once per answered message, so the
  * frame is sized first, reserved once and written through a cursor, instead of some 30
  * appends that each check the room left.
  */
-void dkd_wire_put_result(dkd_wbuf *b, uint32_t request_id, const dkd_wire_sig *sigs, size_t nsigs,
-                         dkd_span authres)
+void dkd__wire_put_result(dkd__wbuf *b, uint32_t request_id, const dkd__wire_sig *sigs,
+                          size_t nsigs, dkd_span authres)
 {
     if (nsigs > UINT16_MAX || authres.len > UINT32_MAX) {
         b->err = true;
@@ -721,7 +723,7 @@ void dkd_wire_put_result(dkd_wbuf *b, uint32_t request_id, const dkd_wire_sig *s
     }
     size_t len = 2 + 4 + authres.len;
     for (size_t k = 0; k < nsigs; k++) {
-        const dkd_wire_sig *s = &sigs[k];
+        const dkd__wire_sig *s = &sigs[k];
         if (s->explanation.len > UINT16_MAX || s->detail.len > UINT16_MAX ||
             s->d.len > UINT16_MAX || s->s.len > UINT16_MAX || s->i.len > UINT16_MAX ||
             s->a.len > UINT16_MAX || s->b_prefix.len > UINT16_MAX) {
@@ -734,18 +736,18 @@ void dkd_wire_put_result(dkd_wbuf *b, uint32_t request_id, const dkd_wire_sig *s
         b->err = true;
         return;
     }
-    if (!reserve(b, DKD_WIRE_HEADER_LEN + len)) {
+    if (!reserve(b, DKD__WIRE_HEADER_LEN + len)) {
         return;
     }
     uint8_t *p = b->ptr + b->len;
-    *p++ = DKD_WIRE_VERSION;
-    *p++ = DKD_WIRE_RESULT;
+    *p++ = DKD__WIRE_VERSION;
+    *p++ = DKD__WIRE_RESULT;
     p = w_u16(p, 0);
     p = w_u32(p, request_id);
     p = w_u32(p, (uint32_t)len);
     p = w_u16(p, (uint16_t)nsigs);
     for (size_t k = 0; k < nsigs; k++) {
-        const dkd_wire_sig *s = &sigs[k];
+        const dkd__wire_sig *s = &sigs[k];
         *p++ = s->result;
         *p++ = s->dnssec;
         p = w_u16(p, s->reason);
@@ -768,8 +770,8 @@ void dkd_wire_put_result(dkd_wbuf *b, uint32_t request_id, const dkd_wire_sig *s
     b->len = (size_t)(p - b->ptr);
 }
 
-void dkd_wire_put_stats_reply(dkd_wbuf *b, uint32_t request_id, const dkd_wire_stat *stats,
-                              size_t count)
+void dkd__wire_put_stats_reply(dkd__wbuf *b, uint32_t request_id, const dkd__wire_stat *stats,
+                               size_t count)
 {
     if (count > UINT16_MAX) {
         b->err = true;
@@ -779,7 +781,7 @@ void dkd_wire_put_stats_reply(dkd_wbuf *b, uint32_t request_id, const dkd_wire_s
     for (size_t k = 0; k < count; k++) {
         len += 1 + stats[k].name.len + 8;
     }
-    put_frame_header(b, DKD_WIRE_STATS_REPLY, request_id, len);
+    put_frame_header(b, DKD__WIRE_STATS_REPLY, request_id, len);
     put_u16(b, (uint16_t)count);
     for (size_t k = 0; k < count; k++) {
         put_str8(b, stats[k].name);
@@ -787,9 +789,9 @@ void dkd_wire_put_stats_reply(dkd_wbuf *b, uint32_t request_id, const dkd_wire_s
     }
 }
 
-void dkd_wire_put_error(dkd_wbuf *b, uint32_t request_id, uint16_t code, dkd_span message)
+void dkd__wire_put_error(dkd__wbuf *b, uint32_t request_id, uint16_t code, dkd_span message)
 {
-    put_frame_header(b, DKD_WIRE_ERROR, request_id, 2 + 2 + message.len);
+    put_frame_header(b, DKD__WIRE_ERROR, request_id, 2 + 2 + message.len);
     put_u16(b, code);
     put_str16(b, message);
 }

@@ -77,17 +77,17 @@ static int64_t clock_of(void *arg)
     return *(const int64_t *)arg;
 }
 
-static void put_result(dkd_wbuf *b, uint32_t id, dkd_msg *m, dkd_span asid)
+static void put_result(dkd__wbuf *b, uint32_t id, dkd_msg *m, dkd_span asid)
 {
     char as[256];
     snprintf(as, sizeof as, "%.*s", (int)asid.len, asid.ptr);
     size_t n = 0;
     const dkd_sig_result *r = dkd_msg_results(m, &n);
-    dkd_wire_sig sigs[16];
+    dkd__wire_sig sigs[16];
     for (size_t k = 0; k < n && k < 16; k++) {
-        sigs[k] = dkd_wire_sig_from_result(&r[k]);
+        sigs[k] = dkd__wire_sig_from_result(&r[k]);
     }
-    dkd_wire_put_result(b, id, sigs, n, dkd__span_str(dkd_msg_authres(m, as)));
+    dkd__wire_put_result(b, id, sigs, n, dkd__span_str(dkd_msg_authres(m, as)));
 }
 
 typedef struct sync_key {
@@ -141,72 +141,72 @@ typedef struct conn {
     bool answered; /* this batch holds a RESULT */
     stream streams[64];
     dkd_msg *whole;
-    dkd_wbuf ans[1024];
+    dkd__wbuf ans[1024];
     size_t nans;
 } conn;
 
-static dkd_wbuf *answer(conn *c)
+static dkd__wbuf *answer(conn *c)
 {
-    dkd_wbuf *a = &c->ans[c->nans < 1024 ? c->nans++ : 1023];
-    dkd_wbuf_reset(a);
+    dkd__wbuf *a = &c->ans[c->nans < 1024 ? c->nans++ : 1023];
+    dkd__wbuf_reset(a);
     return a;
 }
 
-static dkd_span asid_of(const dkd_wire_verify *v)
+static dkd_span asid_of(const dkd__wire_verify *v)
 {
     return v->opts.has_authserv_id ? v->opts.authserv_id : dkd__span_str("fake.example");
 }
 
-static void handle(conn *c, const dkd_wire_header *h, dkd_span pl)
+static void handle(conn *c, const dkd__wire_header *h, dkd_span pl)
 {
     fake *f = c->f;
     int mode = atomic_load(&f->mode);
     if (!c->hello) {
-        dkd_wire_hello hh;
-        assert_int_equal(h->type, DKD_WIRE_HELLO);
-        assert_int_equal(dkd_wire_decode_hello(pl, &hh), 0);
+        dkd__wire_hello hh;
+        assert_int_equal(h->type, DKD__WIRE_HELLO);
+        assert_int_equal(dkd__wire_decode_hello(pl, &hh), 0);
         assert_int_equal(hh.min_version, 1);
-        dkd_wire_hello_ok ok = {.version = 1,
+        dkd__wire_hello_ok ok = {.version = 1,
                                 .max_frame = f->max_frame,
                                 .max_message = 1ull << 32,
                                 .max_header_block = 65536,
                                 .max_inflight = f->max_inflight,
                                 .max_chunk = f->max_chunk,
                                 .server_name = dkd__span_str("fake")};
-        dkd_wire_put_hello_ok(answer(c), 0, &ok);
+        dkd__wire_put_hello_ok(answer(c), 0, &ok);
         c->hello = true;
         return;
     }
-    dkd_wire_verify v;
+    dkd__wire_verify v;
     stream *st;
     switch (h->type) {
-    case DKD_WIRE_VERIFY:
+    case DKD__WIRE_VERIFY:
         atomic_fetch_add(&f->verifies, 1);
-        assert_int_equal(dkd_wire_decode_verify(pl, &v), 0);
+        assert_int_equal(dkd__wire_decode_verify(pl, &v), 0);
         if (mode == MODE_ERROR_VERIFY) {
-            dkd_wire_put_error(answer(c), h->request_id, DKD_WIRE_E_OVERLOADED,
+            dkd__wire_put_error(answer(c), h->request_id, DKD__WIRE_E_OVERLOADED,
                                dkd__span_str("busy"));
         } else if (mode == MODE_GARBAGE) {
-            dkd_wire_put_data(answer(c), DKD_WIRE_RESULT, h->request_id, dkd__span("\0\5", 2));
+            dkd__wire_put_data(answer(c), DKD__WIRE_RESULT, h->request_id, dkd__span("\0\5", 2));
         } else if (mode == MODE_RANDOM) {
             /* A header the client accepts (its version, a plausible type, this id) and a
              * random payload, so the reply decoders see hostile input; sometimes junk. */
-            static const uint8_t types[] = {DKD_WIRE_RESULT,      DKD_WIRE_ERROR,    DKD_WIRE_PONG,
-                                            DKD_WIRE_STATS_REPLY, DKD_WIRE_HELLO_OK, 0x42};
+            static const uint8_t types[] = {DKD__WIRE_RESULT,      DKD__WIRE_ERROR,    DKD__WIRE_PONG,
+                                            DKD__WIRE_STATS_REPLY, DKD__WIRE_HELLO_OK, 0x42};
             uint8_t junk[300];
             size_t n = (size_t)rand() % sizeof junk;
             for (size_t k = 0; k < n; k++) {
                 junk[k] = (uint8_t)(rand() % 4 == 0 ? 0 : rand());
             }
-            dkd_wbuf *a = answer(c);
+            dkd__wbuf *a = answer(c);
             if (rand() % 8 == 0) {
-                dkd_wbuf_append(a, junk, n);
+                dkd__wbuf_append(a, junk, n);
             } else {
-                dkd_wire_put_data(a, types[rand() % 6], h->request_id, dkd__span(junk, n));
+                dkd__wire_put_data(a, types[rand() % 6], h->request_id, dkd__span(junk, n));
             }
             c->close = true;
         } else if (mode == MODE_SHUTDOWN) {
-            dkd_wire_put_error(answer(c), 0, DKD_WIRE_E_SHUTTING_DOWN, dkd__span_str("bye"));
+            dkd__wire_put_error(answer(c), 0, DKD__WIRE_E_SHUTTING_DOWN, dkd__span_str("bye"));
             c->close = true;
         } else if (mode != MODE_SILENT) {
             f->now = v.opts.has_time ? v.opts.time : NOW;
@@ -218,16 +218,16 @@ static void handle(conn *c, const dkd_wire_header *h, dkd_span pl)
             c->answered = true;
         }
         break;
-    case DKD_WIRE_VERIFY_BEGIN:
+    case DKD__WIRE_VERIFY_BEGIN:
         atomic_fetch_add(&f->begins, 1);
-        assert_int_equal(dkd_wire_decode_verify(pl, &v), 0);
+        assert_int_equal(dkd__wire_decode_verify(pl, &v), 0);
         assert_null(find_stream(c->streams, 64, h->request_id));
         st = find_stream(c->streams, 64, 0);
         assert_non_null(st);
         st->id = h->request_id;
         if (mode == MODE_EARLY_ERROR) {
             st->discarding = true;
-            dkd_wire_put_error(answer(c), h->request_id, DKD_WIRE_E_TOO_LARGE,
+            dkd__wire_put_error(answer(c), h->request_id, DKD__WIRE_E_TOO_LARGE,
                                dkd__span_str("header block too large"));
             break;
         }
@@ -236,7 +236,7 @@ static void handle(conn *c, const dkd_wire_header *h, dkd_span pl)
         assert_int_equal(dkd_msg_begin(st->m, v.data.ptr, v.data.len), 0);
         lookup_all(f, st->m);
         break;
-    case DKD_WIRE_VERIFY_BODY:
+    case DKD__WIRE_VERIFY_BODY:
         atomic_fetch_add(&f->bodies, 1);
         assert_true(pl.len <= f->max_chunk);
         st = find_stream(c->streams, 64, h->request_id);
@@ -245,7 +245,7 @@ static void handle(conn *c, const dkd_wire_header *h, dkd_span pl)
             assert_int_equal(dkd_msg_body(st->m, pl.ptr, pl.len), 0);
         }
         break;
-    case DKD_WIRE_VERIFY_END:
+    case DKD__WIRE_VERIFY_END:
         assert_int_equal(pl.len, 0);
         st = find_stream(c->streams, 64, h->request_id);
         assert_non_null(st);
@@ -260,15 +260,15 @@ static void handle(conn *c, const dkd_wire_header *h, dkd_span pl)
         }
         *st = (stream){0};
         break;
-    case DKD_WIRE_STATS: {
-        dkd_wire_stat stats[2] = {
+    case DKD__WIRE_STATS: {
+        dkd__wire_stat stats[2] = {
             {dkd__span_str("requests_served"), (uint64_t)atomic_load(&f->served)},
             {dkd__span_str("connections"), (uint64_t)atomic_load(&f->connections)}};
-        dkd_wire_put_stats_reply(answer(c), h->request_id, stats, 2);
+        dkd__wire_put_stats_reply(answer(c), h->request_id, stats, 2);
         break;
     }
-    case DKD_WIRE_PING:
-        dkd_wire_put_data(answer(c), DKD_WIRE_PONG, h->request_id, pl);
+    case DKD__WIRE_PING:
+        dkd__wire_put_data(answer(c), DKD__WIRE_PONG, h->request_id, pl);
         break;
     default:
         fail_msg("fake server: unexpected frame type 0x%02x", h->type);
@@ -283,7 +283,7 @@ static void serve_conn(fake *f, int fd)
     c->fd = fd;
     c->whole = dkd_msg_new(f->eng);
     for (int k = 0; k < 1024; k++) {
-        dkd_wbuf_init(&c->ans[k]);
+        dkd__wbuf_init(&c->ans[k]);
     }
     size_t cap = (size_t)f->max_frame + 64, len = 0;
     uint8_t *buf = malloc(cap);
@@ -298,11 +298,11 @@ static void serve_conn(fake *f, int fd)
         }
         len += (size_t)n;
         dkd_span in = dkd__span(buf, len);
-        dkd_wire_header h;
+        dkd__wire_header h;
         dkd_span pl;
         c->nans = 0;
         int rc;
-        while ((rc = dkd_wire_frame_split(&in, c->hello ? 1 : 0, f->max_frame, &h, &pl)) == 1) {
+        while ((rc = dkd__wire_frame_split(&in, c->hello ? 1 : 0, f->max_frame, &h, &pl)) == 1) {
             handle(c, &h, pl);
         }
         assert_true(rc == 0);
@@ -310,7 +310,7 @@ static void serve_conn(fake *f, int fd)
         len = in.len;
         /* Answer the batch last to first: pipelined answers arrive out of order. */
         for (size_t k = c->nans; k-- > 0;) {
-            assert_int_equal(dkd_wbuf_ok(&c->ans[k]), 0);
+            assert_int_equal(dkd__wbuf_ok(&c->ans[k]), 0);
             if (!send_all(fd, c->ans[k].ptr, c->ans[k].len)) {
                 c->close = true;
             }
@@ -324,7 +324,7 @@ static void serve_conn(fake *f, int fd)
         dkd_msg_free(c->streams[k].m);
     }
     for (int k = 0; k < 1024; k++) {
-        dkd_wbuf_free(&c->ans[k]);
+        dkd__wbuf_free(&c->ans[k]);
     }
     dkd_msg_free(c->whole);
     free(buf);

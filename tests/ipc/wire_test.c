@@ -32,12 +32,12 @@ static bool span_eq(dkd_span a, dkd_span b)
 
 /* split_one cuts the single frame in b and returns its payload, placed against a guard
  * page so a decoder reading past it crashes. */
-static dkd_span split_one(const dkd_wbuf *b, dkd_wire_header *h)
+static dkd_span split_one(const dkd__wbuf *b, dkd__wire_header *h)
 {
-    assert_int_equal(dkd_wbuf_ok(b), 0);
+    assert_int_equal(dkd__wbuf_ok(b), 0);
     dkd_span in = dkd__span(b->ptr, b->len);
     dkd_span payload;
-    assert_int_equal(dkd_wire_frame_split(&in, DKD_WIRE_VERSION, UINT32_MAX, h, &payload), 1);
+    assert_int_equal(dkd__wire_frame_split(&in, DKD__WIRE_VERSION, UINT32_MAX, h, &payload), 1);
     assert_int_equal(in.len, 0);
     return dkd__span(guard_copy(payload.ptr, payload.len), payload.len);
 }
@@ -55,11 +55,11 @@ static void check_exact(dkd_span p, decode_fn decode, void *out)
     assert_int_equal(decode(dkd__span(guard_copy(copy, p.len), p.len), out), 0);
     for (size_t n = 0; n < p.len; n++) {
         int rc = decode(dkd__span(guard_copy(copy, n), n), out);
-        assert_int_equal(rc, DKD_WIRE_ERR_MALFORMED);
+        assert_int_equal(rc, DKD__WIRE_ERR_MALFORMED);
     }
     copy[p.len] = 0x00;
     assert_int_equal(decode(dkd__span(guard_copy(copy, p.len + 1), p.len + 1), out),
-                     DKD_WIRE_ERR_MALFORMED);
+                     DKD__WIRE_ERR_MALFORMED);
     /* Decode again so out describes the original (the loop clobbered it); the spans in
      * out then point into the guard slot, valid until the next guard_copy. */
     assert_int_equal(decode(dkd__span(guard_copy(copy, p.len), p.len), out), 0);
@@ -68,63 +68,63 @@ static void check_exact(dkd_span p, decode_fn decode, void *out)
 
 static int dec_hello(dkd_span p, void *o)
 {
-    return dkd_wire_decode_hello(p, o);
+    return dkd__wire_decode_hello(p, o);
 }
 static int dec_hello_ok(dkd_span p, void *o)
 {
-    return dkd_wire_decode_hello_ok(p, o);
+    return dkd__wire_decode_hello_ok(p, o);
 }
 static int dec_result(dkd_span p, void *o)
 {
-    return dkd_wire_decode_result(p, o);
+    return dkd__wire_decode_result(p, o);
 }
 static int dec_stats(dkd_span p, void *o)
 {
-    return dkd_wire_decode_stats_reply(p, o);
+    return dkd__wire_decode_stats_reply(p, o);
 }
 static int dec_error(dkd_span p, void *o)
 {
-    return dkd_wire_decode_error(p, o);
+    return dkd__wire_decode_error(p, o);
 }
 static int dec_verify_shm(dkd_span p, void *o)
 {
-    return dkd_wire_decode_verify_shm(p, o);
+    return dkd__wire_decode_verify_shm(p, o);
 }
 static int dec_shm_attach(dkd_span p, void *o)
 {
-    return dkd_wire_decode_shm_attach(p, o);
+    return dkd__wire_decode_shm_attach(p, o);
 }
 
 /* ---- frames ---- */
 
 static void test_header_and_split(void **state)
 {
-    dkd_wbuf b;
-    dkd_wbuf_init(&b);
-    dkd_wire_header h = {
+    dkd__wbuf b;
+    dkd__wbuf_init(&b);
+    dkd__wire_header h = {
         .version = 1, .type = 0x83, .flags = 0xBEEF, .request_id = 0x01020304, .payload_len = 3};
-    dkd_wire_put_header(&b, &h);
-    dkd_wbuf_append(&b, "abc", 3);
+    dkd__wire_put_header(&b, &h);
+    dkd__wbuf_append(&b, "abc", 3);
     static const uint8_t want[] = {0x01, 0x83, 0xBE, 0xEF, 0x01, 0x02, 0x03, 0x04,
                                    0x00, 0x00, 0x00, 0x03, 'a',  'b',  'c'};
     assert_int_equal(b.len, sizeof want);
     assert_memory_equal(b.ptr, want, sizeof want);
 
-    dkd_wire_header g;
+    dkd__wire_header g;
     dkd_span payload;
     /* Every truncation needs more bytes and leaves the input alone. */
     for (size_t n = 0; n < sizeof want; n++) {
         dkd_span in = dkd__span(guard_copy(want, n), n);
         dkd_span before = in;
-        assert_int_equal(dkd_wire_frame_split(&in, 1, 100, &g, &payload), 0);
+        assert_int_equal(dkd__wire_frame_split(&in, 1, 100, &g, &payload), 0);
         assert_ptr_equal(in.ptr, before.ptr);
         assert_int_equal(in.len, before.len);
-        if (n >= DKD_WIRE_HEADER_LEN) {
+        if (n >= DKD__WIRE_HEADER_LEN) {
             assert_int_equal(g.payload_len, 3); /* the header is readable already */
         }
     }
     dkd_span in = dkd__span(guard_copy(want, sizeof want), sizeof want);
-    assert_int_equal(dkd_wire_frame_split(&in, 1, 3, &g, &payload), 1);
+    assert_int_equal(dkd__wire_frame_split(&in, 1, 3, &g, &payload), 1);
     assert_int_equal(g.version, 1);
     assert_int_equal(g.type, 0x83);
     assert_int_equal(g.flags, 0xBEEF);
@@ -133,45 +133,45 @@ static void test_header_and_split(void **state)
     assert_true(span_eq(payload, S("abc")));
 
     /* Limits are decided from the header, before the payload is there. */
-    in = dkd__span(want, DKD_WIRE_HEADER_LEN);
-    assert_int_equal(dkd_wire_frame_split(&in, 1, 2, &g, &payload), DKD_WIRE_ERR_TOO_LARGE);
-    assert_int_equal(dkd_wire_frame_split(&in, 2, 100, &g, &payload), DKD_WIRE_ERR_VERSION);
-    assert_int_equal(dkd_wire_frame_split(&in, 0, 100, &g, &payload), 0); /* any version */
-    assert_int_equal(dkd_wire_errcode_of(DKD_WIRE_ERR_TOO_LARGE), DKD_WIRE_E_TOO_LARGE);
-    assert_int_equal(dkd_wire_errcode_of(DKD_WIRE_ERR_VERSION), DKD_WIRE_E_VERSION);
-    assert_int_equal(dkd_wire_errcode_of(DKD_WIRE_ERR_MALFORMED), DKD_WIRE_E_MALFORMED);
+    in = dkd__span(want, DKD__WIRE_HEADER_LEN);
+    assert_int_equal(dkd__wire_frame_split(&in, 1, 2, &g, &payload), DKD__WIRE_ERR_TOO_LARGE);
+    assert_int_equal(dkd__wire_frame_split(&in, 2, 100, &g, &payload), DKD__WIRE_ERR_VERSION);
+    assert_int_equal(dkd__wire_frame_split(&in, 0, 100, &g, &payload), 0); /* any version */
+    assert_int_equal(dkd__wire_errcode_of(DKD__WIRE_ERR_TOO_LARGE), DKD__WIRE_E_TOO_LARGE);
+    assert_int_equal(dkd__wire_errcode_of(DKD__WIRE_ERR_VERSION), DKD__WIRE_E_VERSION);
+    assert_int_equal(dkd__wire_errcode_of(DKD__WIRE_ERR_MALFORMED), DKD__WIRE_E_MALFORMED);
 
     /* An absurd length (4 GiB - 1) is refused, not waited for. */
     static const uint8_t absurd[] = {1, 2, 0, 0, 0, 0, 0, 9, 0xFF, 0xFF, 0xFF, 0xFF};
     in = dkd__span(guard_copy(absurd, sizeof absurd), sizeof absurd);
-    assert_int_equal(dkd_wire_frame_split(&in, 1, 1 << 20, &g, &payload), DKD_WIRE_ERR_TOO_LARGE);
+    assert_int_equal(dkd__wire_frame_split(&in, 1, 1 << 20, &g, &payload), DKD__WIRE_ERR_TOO_LARGE);
 
     /* Two frames back to back come out one at a time. */
-    dkd_wbuf_reset(&b);
-    dkd_wire_put_data(&b, DKD_WIRE_PING, 7, S("x"));
-    dkd_wire_put_data(&b, DKD_WIRE_STATS, 8, dkd__span(NULL, 0));
+    dkd__wbuf_reset(&b);
+    dkd__wire_put_data(&b, DKD__WIRE_PING, 7, S("x"));
+    dkd__wire_put_data(&b, DKD__WIRE_STATS, 8, dkd__span(NULL, 0));
     in = dkd__span(b.ptr, b.len);
-    assert_int_equal(dkd_wire_frame_split(&in, 1, 100, &g, &payload), 1);
+    assert_int_equal(dkd__wire_frame_split(&in, 1, 100, &g, &payload), 1);
     assert_int_equal(g.request_id, 7);
-    assert_int_equal(dkd_wire_frame_split(&in, 1, 100, &g, &payload), 1);
-    assert_int_equal(g.type, DKD_WIRE_STATS);
+    assert_int_equal(dkd__wire_frame_split(&in, 1, 100, &g, &payload), 1);
+    assert_int_equal(g.type, DKD__WIRE_STATS);
     assert_int_equal(payload.len, 0);
-    assert_int_equal(dkd_wire_frame_split(&in, 1, 100, &g, &payload), 0);
-    dkd_wbuf_free(&b);
+    assert_int_equal(dkd__wire_frame_split(&in, 1, 100, &g, &payload), 0);
+    dkd__wbuf_free(&b);
     (void)state;
 }
 
 static void test_hello(void **state)
 {
-    dkd_wbuf b;
-    dkd_wbuf_init(&b);
-    dkd_wire_hello m = {.min_version = 1, .max_version = 3, .client_name = S("postfix/3.8")};
-    dkd_wire_put_hello(&b, 0, &m);
-    dkd_wire_header h;
+    dkd__wbuf b;
+    dkd__wbuf_init(&b);
+    dkd__wire_hello m = {.min_version = 1, .max_version = 3, .client_name = S("postfix/3.8")};
+    dkd__wire_put_hello(&b, 0, &m);
+    dkd__wire_header h;
     dkd_span p = split_one(&b, &h);
-    assert_int_equal(h.type, DKD_WIRE_HELLO);
+    assert_int_equal(h.type, DKD__WIRE_HELLO);
     assert_int_equal(h.request_id, 0);
-    dkd_wire_hello d;
+    dkd__wire_hello d;
     check_exact(p, dec_hello, &d);
     assert_int_equal(d.min_version, 1);
     assert_int_equal(d.max_version, 3);
@@ -179,22 +179,22 @@ static void test_hello(void **state)
 
     /* min 0, min > max, and a NUL in the name are malformed. */
     static const uint8_t v0[] = {0, 1, 0}, inv[] = {2, 1, 0}, nul[] = {1, 1, 2, 'a', 0};
-    assert_int_equal(dkd_wire_decode_hello(dkd__span(v0, 3), &d), DKD_WIRE_ERR_MALFORMED);
-    assert_int_equal(dkd_wire_decode_hello(dkd__span(inv, 3), &d), DKD_WIRE_ERR_MALFORMED);
-    assert_int_equal(dkd_wire_decode_hello(dkd__span(nul, 5), &d), DKD_WIRE_ERR_MALFORMED);
+    assert_int_equal(dkd__wire_decode_hello(dkd__span(v0, 3), &d), DKD__WIRE_ERR_MALFORMED);
+    assert_int_equal(dkd__wire_decode_hello(dkd__span(inv, 3), &d), DKD__WIRE_ERR_MALFORMED);
+    assert_int_equal(dkd__wire_decode_hello(dkd__span(nul, 5), &d), DKD__WIRE_ERR_MALFORMED);
 
     /* A name over 255 bytes cannot be encoded: the builder reports it. */
     char big[300];
     memset(big, 'n', sizeof big);
-    dkd_wbuf_reset(&b);
+    dkd__wbuf_reset(&b);
     m.client_name = dkd__span(big, sizeof big);
-    dkd_wire_put_hello(&b, 0, &m);
-    assert_int_equal(dkd_wbuf_ok(&b), DKD_WIRE_ERR_NOMEM);
-    dkd_wbuf_free(&b);
+    dkd__wire_put_hello(&b, 0, &m);
+    assert_int_equal(dkd__wbuf_ok(&b), DKD__WIRE_ERR_NOMEM);
+    dkd__wbuf_free(&b);
     (void)state;
 }
 
-static const dkd_wire_hello_ok sample_ok = {
+static const dkd__wire_hello_ok sample_ok = {
     .version = 1,
     .max_frame = 1 << 20,
     .max_message = 64ull << 30,
@@ -206,13 +206,13 @@ static const dkd_wire_hello_ok sample_ok = {
 
 static void test_hello_ok(void **state)
 {
-    dkd_wbuf b;
-    dkd_wbuf_init(&b);
-    dkd_wire_put_hello_ok(&b, 0, &sample_ok);
-    dkd_wire_header h;
+    dkd__wbuf b;
+    dkd__wbuf_init(&b);
+    dkd__wire_put_hello_ok(&b, 0, &sample_ok);
+    dkd__wire_header h;
     dkd_span p = split_one(&b, &h);
-    assert_int_equal(h.type, DKD_WIRE_HELLO_OK);
-    dkd_wire_hello_ok d;
+    assert_int_equal(h.type, DKD__WIRE_HELLO_OK);
+    dkd__wire_hello_ok d;
     check_exact(p, dec_hello_ok, &d);
     assert_int_equal(d.version, 1);
     assert_int_equal(d.max_frame, 1 << 20);
@@ -226,102 +226,102 @@ static void test_hello_ok(void **state)
     uint8_t *raw = malloc(p.len);
     memcpy(raw, p.ptr, p.len);
     raw[2] = 1;
-    assert_int_equal(dkd_wire_decode_hello_ok(dkd__span(raw, p.len), &d), DKD_WIRE_ERR_MALFORMED);
-    dkd_wire_hello_ok bad[4] = {sample_ok, sample_ok, sample_ok, sample_ok};
+    assert_int_equal(dkd__wire_decode_hello_ok(dkd__span(raw, p.len), &d), DKD__WIRE_ERR_MALFORMED);
+    dkd__wire_hello_ok bad[4] = {sample_ok, sample_ok, sample_ok, sample_ok};
     bad[0].max_inflight = 0;
     bad[1].max_chunk = 0;
     bad[2].max_chunk = bad[2].max_frame + 1;
     bad[3].max_frame = 100;
     for (int k = 0; k < 4; k++) {
-        dkd_wbuf_reset(&b);
-        dkd_wire_put_hello_ok(&b, 0, &bad[k]);
+        dkd__wbuf_reset(&b);
+        dkd__wire_put_hello_ok(&b, 0, &bad[k]);
         p = split_one(&b, &h);
-        assert_int_equal(dkd_wire_decode_hello_ok(p, &d), DKD_WIRE_ERR_MALFORMED);
+        assert_int_equal(dkd__wire_decode_hello_ok(p, &d), DKD__WIRE_ERR_MALFORMED);
     }
     free(raw);
 
     /* Features ride in the header's flags; the payload does not change. */
-    dkd_wire_hello_ok feat = sample_ok;
-    feat.features = DKD_WIRE_F_SHM;
-    dkd_wbuf_reset(&b);
-    dkd_wire_put_hello_ok(&b, 0, &feat);
+    dkd__wire_hello_ok feat = sample_ok;
+    feat.features = DKD__WIRE_F_SHM;
+    dkd__wbuf_reset(&b);
+    dkd__wire_put_hello_ok(&b, 0, &feat);
     p = split_one(&b, &h);
-    assert_int_equal(h.flags, DKD_WIRE_F_SHM);
+    assert_int_equal(h.flags, DKD__WIRE_F_SHM);
     check_exact(p, dec_hello_ok, &d);
-    dkd_wbuf_free(&b);
+    dkd__wbuf_free(&b);
     (void)state;
 }
 
 static void test_shm_frames(void **state)
 {
-    dkd_wbuf b;
-    dkd_wbuf_init(&b);
-    dkd_wire_put_shm_attach(&b, 9, 1ull << 33);
-    dkd_wire_header h;
+    dkd__wbuf b;
+    dkd__wbuf_init(&b);
+    dkd__wire_put_shm_attach(&b, 9, 1ull << 33);
+    dkd__wire_header h;
     dkd_span p = split_one(&b, &h);
-    assert_int_equal(h.type, DKD_WIRE_SHM_ATTACH);
+    assert_int_equal(h.type, DKD__WIRE_SHM_ATTACH);
     assert_int_equal(h.request_id, 9);
     assert_int_equal(p.len, 8);
     uint64_t size;
     check_exact(p, dec_shm_attach, &size);
     assert_true(size == 1ull << 33);
     static const uint8_t zero[8];
-    assert_int_equal(dkd_wire_decode_shm_attach(dkd__span(zero, 8), &size), DKD_WIRE_ERR_MALFORMED);
+    assert_int_equal(dkd__wire_decode_shm_attach(dkd__span(zero, 8), &size), DKD__WIRE_ERR_MALFORMED);
 
-    dkd_wire_verify_shm v = {.opts = {.has_authserv_id = true,
+    dkd__wire_verify_shm v = {.opts = {.has_authserv_id = true,
                                       .authserv_id = S("mx.example.net"),
                                       .has_time = true,
                                       .time = -5},
                              .offset = 4096,
                              .length = 123456};
-    dkd_wbuf_reset(&b);
-    dkd_wire_put_verify_shm(&b, 10, &v);
+    dkd__wbuf_reset(&b);
+    dkd__wire_put_verify_shm(&b, 10, &v);
     p = split_one(&b, &h);
-    assert_int_equal(h.type, DKD_WIRE_VERIFY_SHM);
-    dkd_wire_verify_shm d;
+    assert_int_equal(h.type, DKD__WIRE_VERIFY_SHM);
+    dkd__wire_verify_shm d;
     check_exact(p, dec_verify_shm, &d);
     assert_true(d.offset == 4096 && d.length == 123456 && d.opts.time == -5);
     assert_true(span_eq(d.opts.authserv_id, S("mx.example.net")));
     /* A range that wraps around 2^64 is malformed. */
-    v = (dkd_wire_verify_shm){.offset = UINT64_MAX - 3, .length = 4};
-    dkd_wbuf_reset(&b);
-    dkd_wire_put_verify_shm(&b, 11, &v);
+    v = (dkd__wire_verify_shm){.offset = UINT64_MAX - 3, .length = 4};
+    dkd__wbuf_reset(&b);
+    dkd__wire_put_verify_shm(&b, 11, &v);
     p = split_one(&b, &h);
-    assert_int_equal(dkd_wire_decode_verify_shm(p, &d), DKD_WIRE_ERR_MALFORMED);
+    assert_int_equal(dkd__wire_decode_verify_shm(p, &d), DKD__WIRE_ERR_MALFORMED);
     v.offset = UINT64_MAX - 4;
-    dkd_wbuf_reset(&b);
-    dkd_wire_put_verify_shm(&b, 11, &v);
+    dkd__wbuf_reset(&b);
+    dkd__wire_put_verify_shm(&b, 11, &v);
     p = split_one(&b, &h);
     check_exact(p, dec_verify_shm, &d);
-    assert_string_equal(dkd_wire_type_name(DKD_WIRE_VERIFY_SHM), "VERIFY_SHM");
-    assert_string_equal(dkd_wire_type_name(DKD_WIRE_SHM_ATTACH_OK), "SHM_ATTACH_OK");
-    dkd_wbuf_free(&b);
+    assert_string_equal(dkd__wire_type_name(DKD__WIRE_VERIFY_SHM), "VERIFY_SHM");
+    assert_string_equal(dkd__wire_type_name(DKD__WIRE_SHM_ATTACH_OK), "SHM_ATTACH_OK");
+    dkd__wbuf_free(&b);
     (void)state;
 }
 
 static void test_verify(void **state)
 {
     static const char msg[] = "From: a@example.com\r\n\r\nhi\r\n";
-    dkd_wbuf b;
-    dkd_wbuf_init(&b);
-    dkd_wire_verify_opts variants[4] = {
+    dkd__wbuf b;
+    dkd__wbuf_init(&b);
+    dkd__wire_verify_opts variants[4] = {
         {0},
         {.has_authserv_id = true, .authserv_id = S("mx.example.net")},
         {.has_time = true, .time = -5},
         {.has_authserv_id = true, .authserv_id = S("x"), .has_time = true, .time = 1764003600},
     };
     for (int k = 0; k < 4; k++) {
-        for (int type = DKD_WIRE_VERIFY; type <= DKD_WIRE_VERIFY_BEGIN; type++) {
-            dkd_wbuf_reset(&b);
-            dkd_wire_verify m = {.opts = variants[k], .data = S(msg)};
-            dkd_wire_put_verify(&b, (uint8_t)type, 42, &m);
-            assert_int_equal(b.len, dkd_wire_verify_head_len(&variants[k]) + strlen(msg));
-            dkd_wire_header h;
+        for (int type = DKD__WIRE_VERIFY; type <= DKD__WIRE_VERIFY_BEGIN; type++) {
+            dkd__wbuf_reset(&b);
+            dkd__wire_verify m = {.opts = variants[k], .data = S(msg)};
+            dkd__wire_put_verify(&b, (uint8_t)type, 42, &m);
+            assert_int_equal(b.len, dkd__wire_verify_head_len(&variants[k]) + strlen(msg));
+            dkd__wire_header h;
             dkd_span p = split_one(&b, &h);
             assert_int_equal(h.type, type);
             assert_int_equal(h.request_id, 42);
-            dkd_wire_verify d;
-            assert_int_equal(dkd_wire_decode_verify(p, &d), 0);
+            dkd__wire_verify d;
+            assert_int_equal(dkd__wire_decode_verify(p, &d), 0);
             assert_int_equal(d.opts.has_authserv_id, variants[k].has_authserv_id);
             assert_int_equal(d.opts.has_time, variants[k].has_time);
             if (d.opts.has_authserv_id) {
@@ -333,10 +333,10 @@ static void test_verify(void **state)
             assert_true(span_eq(d.data, S(msg)));
             /* Truncations that cut into the option block are malformed (later ones just
              * shorten the message, which is data). */
-            size_t opt_end = 2 + dkd_wire_verify_head_len(&variants[k]) - 14;
+            size_t opt_end = 2 + dkd__wire_verify_head_len(&variants[k]) - 14;
             for (size_t n = 0; n < opt_end; n++) {
-                assert_int_equal(dkd_wire_decode_verify(dkd__span(guard_copy(p.ptr, n), n), &d),
-                                 DKD_WIRE_ERR_MALFORMED);
+                assert_int_equal(dkd__wire_decode_verify(dkd__span(guard_copy(p.ptr, n), n), &d),
+                                 DKD__WIRE_ERR_MALFORMED);
             }
         }
     }
@@ -359,28 +359,28 @@ static void test_verify(void **state)
         {"one byte", {0}, 1},
     };
     for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
-        dkd_wire_verify d;
+        dkd__wire_verify d;
         int rc =
-            dkd_wire_decode_verify(dkd__span(guard_copy(bad[k].bytes, bad[k].len), bad[k].len), &d);
-        if (rc != DKD_WIRE_ERR_MALFORMED) {
+            dkd__wire_decode_verify(dkd__span(guard_copy(bad[k].bytes, bad[k].len), bad[k].len), &d);
+        if (rc != DKD__WIRE_ERR_MALFORMED) {
             fail_msg("%s: accepted", bad[k].why);
         }
     }
 
     /* The encoder refuses what the decoder would. */
-    dkd_wbuf_reset(&b);
-    dkd_wire_verify_opts o = {.has_authserv_id = true, .authserv_id = S("has space")};
-    dkd_wire_put_verify_head(&b, DKD_WIRE_VERIFY, 1, &o, 0);
-    assert_int_equal(dkd_wbuf_ok(&b), DKD_WIRE_ERR_NOMEM);
-    dkd_wbuf_free(&b);
+    dkd__wbuf_reset(&b);
+    dkd__wire_verify_opts o = {.has_authserv_id = true, .authserv_id = S("has space")};
+    dkd__wire_put_verify_head(&b, DKD__WIRE_VERIFY, 1, &o, 0);
+    assert_int_equal(dkd__wbuf_ok(&b), DKD__WIRE_ERR_NOMEM);
+    dkd__wbuf_free(&b);
     (void)state;
 }
 
-static const dkd_wire_sig sample_sigs[2] = {
+static const dkd__wire_sig sample_sigs[2] = {
     {.result = DKD_RESULT_PASS,
-     .dnssec = DKD_WIRE_DNSSEC_SECURE,
+     .dnssec = DKD__WIRE_DNSSEC_SECURE,
      .reason = DKD_REASON_OK,
-     .flags = DKD_WIRE_SIG_HAS_L,
+     .flags = DKD__WIRE_SIG_HAS_L,
      .key_bits = 2048,
      .body_signed = 100,
      .body_total = 120,
@@ -392,9 +392,9 @@ static const dkd_wire_sig sample_sigs[2] = {
      .a = {(const uint8_t *)"rsa-sha256", 10},
      .b_prefix = {(const uint8_t *)"abcdefgh", 8}},
     {.result = DKD_RESULT_TEMPERROR,
-     .dnssec = DKD_WIRE_DNSSEC_BOGUS,
+     .dnssec = DKD__WIRE_DNSSEC_BOGUS,
      .reason = DKD_REASON_DNSSEC_BOGUS,
-     .flags = DKD_WIRE_SIG_TESTING,
+     .flags = DKD__WIRE_SIG_TESTING,
      .key_bits = 0,
      .body_signed = 0,
      .body_total = 0,
@@ -407,7 +407,7 @@ static const dkd_wire_sig sample_sigs[2] = {
      .b_prefix = {(const uint8_t *)"", 0}},
 };
 
-static bool sig_eq(const dkd_wire_sig *a, const dkd_wire_sig *b)
+static bool sig_eq(const dkd__wire_sig *a, const dkd__wire_sig *b)
 {
     return a->result == b->result && a->dnssec == b->dnssec && a->reason == b->reason &&
            a->flags == b->flags && a->key_bits == b->key_bits && a->body_signed == b->body_signed &&
@@ -419,141 +419,141 @@ static bool sig_eq(const dkd_wire_sig *a, const dkd_wire_sig *b)
 static void test_result(void **state)
 {
     static const char ar[] = "Authentication-Results: mx; dkim=pass header.d=example.com";
-    dkd_wbuf b;
-    dkd_wbuf_init(&b);
+    dkd__wbuf b;
+    dkd__wbuf_init(&b);
     for (size_t n = 0; n <= 2; n++) {
-        dkd_wbuf_reset(&b);
-        dkd_wire_put_result(&b, 9, sample_sigs, n, S(ar));
-        dkd_wire_header h;
+        dkd__wbuf_reset(&b);
+        dkd__wire_put_result(&b, 9, sample_sigs, n, S(ar));
+        dkd__wire_header h;
         dkd_span p = split_one(&b, &h);
-        assert_int_equal(h.type, DKD_WIRE_RESULT);
-        dkd_wire_result d;
+        assert_int_equal(h.type, DKD__WIRE_RESULT);
+        dkd__wire_result d;
         check_exact(p, dec_result, &d);
         assert_int_equal(d.nsigs, n);
         assert_true(span_eq(d.authres, S(ar)));
         dkd_span cur = d.sigs;
         for (size_t k = 0; k < n; k++) {
-            dkd_wire_sig s;
-            assert_true(dkd_wire_sig_next(&cur, &s));
+            dkd__wire_sig s;
+            assert_true(dkd__wire_sig_next(&cur, &s));
             assert_true(sig_eq(&s, &sample_sigs[k]));
         }
-        dkd_wire_sig s;
-        assert_false(dkd_wire_sig_next(&cur, &s));
+        dkd__wire_sig s;
+        assert_false(dkd__wire_sig_next(&cur, &s));
     }
     /* Out-of-range values in a signature record are malformed. */
-    dkd_wire_sig bad[4] = {sample_sigs[0], sample_sigs[0], sample_sigs[0], sample_sigs[0]};
+    dkd__wire_sig bad[4] = {sample_sigs[0], sample_sigs[0], sample_sigs[0], sample_sigs[0]};
     bad[0].result = DKD_RESULT_TEMPERROR + 1;
     bad[1].dnssec = 3;
     bad[2].flags = 8; /* bits 0-2 are defined; bit 3 is not */
     bad[3].detail = dkd__span("a\0b", 3);
     for (int k = 0; k < 4; k++) {
-        dkd_wbuf_reset(&b);
-        dkd_wire_put_result(&b, 9, &bad[k], 1, S(ar));
-        dkd_wire_header h;
+        dkd__wbuf_reset(&b);
+        dkd__wire_put_result(&b, 9, &bad[k], 1, S(ar));
+        dkd__wire_header h;
         dkd_span p = split_one(&b, &h);
-        dkd_wire_result d;
-        assert_int_equal(dkd_wire_decode_result(p, &d), DKD_WIRE_ERR_MALFORMED);
+        dkd__wire_result d;
+        assert_int_equal(dkd__wire_decode_result(p, &d), DKD__WIRE_ERR_MALFORMED);
     }
     /* A count larger than the records present. */
     static const uint8_t lie[] = {0xFF, 0xFF, 0, 0, 0, 0};
-    dkd_wire_result d;
-    assert_int_equal(dkd_wire_decode_result(dkd__span(guard_copy(lie, 6), 6), &d),
-                     DKD_WIRE_ERR_MALFORMED);
+    dkd__wire_result d;
+    assert_int_equal(dkd__wire_decode_result(dkd__span(guard_copy(lie, 6), 6), &d),
+                     DKD__WIRE_ERR_MALFORMED);
     /* An unknown reason number passes: a newer server may know more reasons. */
-    dkd_wire_sig newer = sample_sigs[1];
+    dkd__wire_sig newer = sample_sigs[1];
     newer.reason = 999;
-    dkd_wbuf_reset(&b);
-    dkd_wire_put_result(&b, 9, &newer, 1, S(ar));
-    dkd_wire_header h;
-    assert_int_equal(dkd_wire_decode_result(split_one(&b, &h), &d), 0);
-    dkd_wbuf_free(&b);
+    dkd__wbuf_reset(&b);
+    dkd__wire_put_result(&b, 9, &newer, 1, S(ar));
+    dkd__wire_header h;
+    assert_int_equal(dkd__wire_decode_result(split_one(&b, &h), &d), 0);
+    dkd__wbuf_free(&b);
     (void)state;
 }
 
 static void test_stats_error_data(void **state)
 {
-    dkd_wbuf b;
-    dkd_wbuf_init(&b);
-    dkd_wire_stat st[3] = {
+    dkd__wbuf b;
+    dkd__wbuf_init(&b);
+    dkd__wire_stat st[3] = {
         {S("connections"), 3}, {S("keycache.hits"), UINT64_MAX}, {S("requests_served"), 0}};
-    dkd_wire_put_stats_reply(&b, 5, st, 3);
-    dkd_wire_header h;
+    dkd__wire_put_stats_reply(&b, 5, st, 3);
+    dkd__wire_header h;
     dkd_span p = split_one(&b, &h);
-    assert_int_equal(h.type, DKD_WIRE_STATS_REPLY);
-    dkd_wire_stats_reply r;
+    assert_int_equal(h.type, DKD__WIRE_STATS_REPLY);
+    dkd__wire_stats_reply r;
     check_exact(p, dec_stats, &r);
     assert_int_equal(r.count, 3);
     dkd_span cur = r.entries;
     for (int k = 0; k < 3; k++) {
-        dkd_wire_stat g;
-        assert_true(dkd_wire_stat_next(&cur, &g));
+        dkd__wire_stat g;
+        assert_true(dkd__wire_stat_next(&cur, &g));
         assert_true(span_eq(g.name, st[k].name));
         assert_true(g.value == st[k].value);
     }
     static const uint8_t upper[] = {0, 1, 1, 'A', 0, 0, 0, 0, 0, 0, 0, 1};
     static const uint8_t empty[] = {0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1};
-    assert_int_equal(dkd_wire_decode_stats_reply(dkd__span(upper, sizeof upper), &r),
-                     DKD_WIRE_ERR_MALFORMED);
-    assert_int_equal(dkd_wire_decode_stats_reply(dkd__span(empty, sizeof empty), &r),
-                     DKD_WIRE_ERR_MALFORMED);
+    assert_int_equal(dkd__wire_decode_stats_reply(dkd__span(upper, sizeof upper), &r),
+                     DKD__WIRE_ERR_MALFORMED);
+    assert_int_equal(dkd__wire_decode_stats_reply(dkd__span(empty, sizeof empty), &r),
+                     DKD__WIRE_ERR_MALFORMED);
 
-    dkd_wbuf_reset(&b);
-    dkd_wire_put_error(&b, 0, DKD_WIRE_E_OVERLOADED, S("too many requests"));
+    dkd__wbuf_reset(&b);
+    dkd__wire_put_error(&b, 0, DKD__WIRE_E_OVERLOADED, S("too many requests"));
     p = split_one(&b, &h);
-    assert_int_equal(h.type, DKD_WIRE_ERROR);
+    assert_int_equal(h.type, DKD__WIRE_ERROR);
     assert_int_equal(h.request_id, 0);
-    dkd_wire_error e;
+    dkd__wire_error e;
     check_exact(p, dec_error, &e);
-    assert_int_equal(e.code, DKD_WIRE_E_OVERLOADED);
+    assert_int_equal(e.code, DKD__WIRE_E_OVERLOADED);
     assert_true(span_eq(e.message, S("too many requests")));
-    assert_string_equal(dkd_wire_errcode_name(DKD_WIRE_E_SHUTTING_DOWN), "shutting down");
-    assert_string_equal(dkd_wire_errcode_name(999), "unknown error");
+    assert_string_equal(dkd__wire_errcode_name(DKD__WIRE_E_SHUTTING_DOWN), "shutting down");
+    assert_string_equal(dkd__wire_errcode_name(999), "unknown error");
 
     /* Data frames carry their payload as is. */
     for (int t = 0; t < 5; t++) {
-        static const uint8_t types[] = {DKD_WIRE_VERIFY_BODY, DKD_WIRE_VERIFY_END, DKD_WIRE_STATS,
-                                        DKD_WIRE_PING, DKD_WIRE_PONG};
-        dkd_wbuf_reset(&b);
-        dkd_span data = types[t] == DKD_WIRE_VERIFY_END || types[t] == DKD_WIRE_STATS
+        static const uint8_t types[] = {DKD__WIRE_VERIFY_BODY, DKD__WIRE_VERIFY_END, DKD__WIRE_STATS,
+                                        DKD__WIRE_PING, DKD__WIRE_PONG};
+        dkd__wbuf_reset(&b);
+        dkd_span data = types[t] == DKD__WIRE_VERIFY_END || types[t] == DKD__WIRE_STATS
                             ? dkd__span(NULL, 0)
                             : S("chunk\r\n");
-        dkd_wire_put_data(&b, types[t], 77, data);
+        dkd__wire_put_data(&b, types[t], 77, data);
         p = split_one(&b, &h);
         assert_int_equal(h.type, types[t]);
         assert_int_equal(h.request_id, 77);
         assert_true(span_eq(p, data));
-        assert_string_not_equal(dkd_wire_type_name(types[t]), "unknown");
+        assert_string_not_equal(dkd__wire_type_name(types[t]), "unknown");
     }
-    dkd_wbuf_free(&b);
+    dkd__wbuf_free(&b);
     (void)state;
 }
 
 static void test_wbuf(void **state)
 {
     uint8_t mem[20];
-    dkd_wbuf b;
-    dkd_wbuf_init_fixed(&b, mem, sizeof mem);
-    dkd_wire_put_data(&b, DKD_WIRE_PING, 1, S("12345678"));
-    assert_int_equal(dkd_wbuf_ok(&b), 0);
+    dkd__wbuf b;
+    dkd__wbuf_init_fixed(&b, mem, sizeof mem);
+    dkd__wire_put_data(&b, DKD__WIRE_PING, 1, S("12345678"));
+    assert_int_equal(dkd__wbuf_ok(&b), 0);
     assert_int_equal(b.len, 20);
     assert_ptr_equal(b.ptr, mem);
-    dkd_wire_put_data(&b, DKD_WIRE_PING, 1, dkd__span(NULL, 0));
-    assert_int_equal(dkd_wbuf_ok(&b), DKD_WIRE_ERR_NOMEM); /* sticky until reset */
-    dkd_wbuf_append(&b, "", 0);
-    assert_int_equal(dkd_wbuf_ok(&b), DKD_WIRE_ERR_NOMEM);
-    dkd_wbuf_reset(&b);
-    assert_int_equal(dkd_wbuf_ok(&b), 0);
-    dkd_wbuf_free(&b); /* no-op for caller memory */
+    dkd__wire_put_data(&b, DKD__WIRE_PING, 1, dkd__span(NULL, 0));
+    assert_int_equal(dkd__wbuf_ok(&b), DKD__WIRE_ERR_NOMEM); /* sticky until reset */
+    dkd__wbuf_append(&b, "", 0);
+    assert_int_equal(dkd__wbuf_ok(&b), DKD__WIRE_ERR_NOMEM);
+    dkd__wbuf_reset(&b);
+    assert_int_equal(dkd__wbuf_ok(&b), 0);
+    dkd__wbuf_free(&b); /* no-op for caller memory */
 
     /* A growable buffer takes a large append. */
-    dkd_wbuf_init(&b);
+    dkd__wbuf_init(&b);
     size_t n = 3u << 20;
     uint8_t *big = calloc(1, n);
-    dkd_wire_put_data(&b, DKD_WIRE_VERIFY_BODY, 1, dkd__span(big, n));
-    assert_int_equal(dkd_wbuf_ok(&b), 0);
+    dkd__wire_put_data(&b, DKD__WIRE_VERIFY_BODY, 1, dkd__span(big, n));
+    assert_int_equal(dkd__wbuf_ok(&b), 0);
     assert_int_equal(b.len, n + 12);
     free(big);
-    dkd_wbuf_free(&b);
+    dkd__wbuf_free(&b);
     (void)state;
 }
 
@@ -612,15 +612,15 @@ static int64_t dump_clock(void *arg)
     return *(const int64_t *)arg;
 }
 
-static void hexdump(dkd_wbuf *out, const char *dir, const uint8_t *p, size_t n)
+static void hexdump(dkd__wbuf *out, const char *dir, const uint8_t *p, size_t n)
 {
-    dkd_wire_header h;
-    dkd_wire_header_decode(dkd__span(p, n), &h);
+    dkd__wire_header h;
+    dkd__wire_header_decode(dkd__span(p, n), &h);
     char line[160];
     int k = snprintf(line, sizeof line,
                      "%s %s: version %u, flags 0x%04x, request_id %u, payload_len %u\n", dir,
-                     dkd_wire_type_name(h.type), h.version, h.flags, h.request_id, h.payload_len);
-    dkd_wbuf_append(out, line, (size_t)k);
+                     dkd__wire_type_name(h.type), h.version, h.flags, h.request_id, h.payload_len);
+    dkd__wbuf_append(out, line, (size_t)k);
     for (size_t off = 0; off < n; off += 16) {
         k = snprintf(line, sizeof line, "  %04zx ", off);
         for (size_t j = 0; j < 16; j++) {
@@ -637,9 +637,9 @@ static void hexdump(dkd_wbuf *out, const char *dir, const uint8_t *p, size_t n)
         }
         line[k++] = '|';
         line[k++] = '\n';
-        dkd_wbuf_append(out, line, (size_t)k);
+        dkd__wbuf_append(out, line, (size_t)k);
     }
-    dkd_wbuf_append(out, "\n", 1);
+    dkd__wbuf_append(out, "\n", 1);
 }
 
 /*
@@ -669,32 +669,32 @@ static char *make_dump(void)
     dkd_msg *m = dkd_msg_new(eng);
     dkd_keysrc src = dkd_zone_keysrc(zone);
 
-    dkd_wbuf out, f;
-    dkd_wbuf_init(&out);
-    dkd_wbuf_init(&f);
-    dkd_wire_hello hello = {.min_version = 1, .max_version = 1, .client_name = S("libdkimd/0.1.0")};
-    dkd_wire_put_hello(&f, 0, &hello);
+    dkd__wbuf out, f;
+    dkd__wbuf_init(&out);
+    dkd__wbuf_init(&f);
+    dkd__wire_hello hello = {.min_version = 1, .max_version = 1, .client_name = S("libdkimd/0.1.0")};
+    dkd__wire_put_hello(&f, 0, &hello);
     hexdump(&out, ">", f.ptr, f.len);
 
-    dkd_wbuf_reset(&f);
-    dkd_wire_put_hello_ok(&f, 0, &sample_ok);
+    dkd__wbuf_reset(&f);
+    dkd__wire_put_hello_ok(&f, 0, &sample_ok);
     hexdump(&out, "<", f.ptr, f.len);
 
-    dkd_wbuf_reset(&f);
-    dkd_wire_verify v = {.opts = {.has_authserv_id = true,
+    dkd__wbuf_reset(&f);
+    dkd__wire_verify v = {.opts = {.has_authserv_id = true,
                                   .authserv_id = S("mx.example.net"),
                                   .has_time = true,
                                   .time = now},
                          .data = S(msg)};
-    dkd_wire_put_verify(&f, DKD_WIRE_VERIFY, 1, &v);
+    dkd__wire_put_verify(&f, DKD__WIRE_VERIFY, 1, &v);
     hexdump(&out, ">", f.ptr, f.len);
 
     /* What a server does with it: decode, verify, encode the RESULT. */
     dkd_span in = dkd__span(f.ptr, f.len), payload;
-    dkd_wire_header h;
-    dkd_wire_verify dv;
-    bool ok = dkd_wire_frame_split(&in, 1, UINT32_MAX, &h, &payload) == 1 &&
-              dkd_wire_decode_verify(payload, &dv) == 0 &&
+    dkd__wire_header h;
+    dkd__wire_verify dv;
+    bool ok = dkd__wire_frame_split(&in, 1, UINT32_MAX, &h, &payload) == 1 &&
+              dkd__wire_decode_verify(payload, &dv) == 0 &&
               dkd_verify_message(m, &src, dv.data.ptr, dv.data.len) == 0;
     size_t n = 0;
     const dkd_sig_result *res = ok ? dkd_msg_results(m, &n) : NULL;
@@ -703,30 +703,30 @@ static char *make_dump(void)
     const char *ar = ok ? dkd_msg_authres(m, asid) : NULL;
     ok = ok && n == 1 && ar != NULL && res[0].result == DKD_RESULT_PASS;
     if (ok) {
-        dkd_wire_sig ws = dkd_wire_sig_from_result(&res[0]);
-        dkd_wbuf_reset(&f);
-        dkd_wire_put_result(&f, h.request_id, &ws, 1, S(ar));
+        dkd__wire_sig ws = dkd__wire_sig_from_result(&res[0]);
+        dkd__wbuf_reset(&f);
+        dkd__wire_put_result(&f, h.request_id, &ws, 1, S(ar));
         hexdump(&out, "<", f.ptr, f.len);
-        dkd_wire_result wr;
+        dkd__wire_result wr;
         in = dkd__span(f.ptr, f.len);
-        ok = dkd_wire_frame_split(&in, 1, UINT32_MAX, &h, &payload) == 1 &&
-             dkd_wire_decode_result(payload, &wr) == 0;
+        ok = dkd__wire_frame_split(&in, 1, UINT32_MAX, &h, &payload) == 1 &&
+             dkd__wire_decode_result(payload, &wr) == 0;
     }
-    dkd_wbuf_reset(&f);
-    dkd_wire_put_data(&f, DKD_WIRE_PING, 2, S("ping"));
+    dkd__wbuf_reset(&f);
+    dkd__wire_put_data(&f, DKD__WIRE_PING, 2, S("ping"));
     hexdump(&out, ">", f.ptr, f.len);
-    dkd_wbuf_reset(&f);
-    dkd_wire_put_data(&f, DKD_WIRE_PONG, 2, S("ping"));
+    dkd__wbuf_reset(&f);
+    dkd__wire_put_data(&f, DKD__WIRE_PONG, 2, S("ping"));
     hexdump(&out, "<", f.ptr, f.len);
-    dkd_wbuf_append(&out, "", 1); /* NUL */
+    dkd__wbuf_append(&out, "", 1); /* NUL */
 
-    dkd_wbuf_free(&f);
+    dkd__wbuf_free(&f);
     dkd_msg_free(m);
     dkd_engine_free(eng);
     dkd_zone_free(zone);
     free(msg);
-    if (!ok || dkd_wbuf_ok(&out) != 0) {
-        dkd_wbuf_free(&out);
+    if (!ok || dkd__wbuf_ok(&out) != 0) {
+        dkd__wbuf_free(&out);
         return NULL;
     }
     return (char *)out.ptr;
