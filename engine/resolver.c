@@ -700,6 +700,78 @@ static bool apply_options(struct ub_ctx *ub, const dkd_resolver_config *cfg, cha
     return true;
 }
 
+/*
+ * libunbound options dkimd sets before the caller's (which may override any of them),
+ * each with its reason. They come from issue 11: a burst of lookups for names whose
+ * servers never answer ("dark" domains, everyday spam traffic) made every uncached
+ * lookup fail for a minute. Two mechanisms, both measured with the misbehaving servers
+ * of tests/daemon/dark_dns_test.py:
+ *
+ * - Sockets. libunbound sends each UDP query from its own socket, taken from a pool of
+ *   outgoing-range sockets, which for library use is 16 (config_create_forlib); a query
+ *   finding the pool empty waits in a FIFO ("no fds available, udp query waiting" at
+ *   verbosity 4). ub_cancel only drops the callback: libunbound goes on resolving a
+ *   query we gave up on, outbound-msg-retry (5) attempts per server, each sent twice
+ *   (EDNS, then a smaller buffer) with a timeout doubled at every attempt, ~20 s for a
+ *   dead server. Fifty dark names held all 16 sockets, and healthy queries reached
+ *   their server seconds late, after our dns-timeout.
+ * - The infrastructure cache. Every unanswered packet doubles the retransmit timeout
+ *   libunbound keeps per (server address, zone); a reply resets it. With a forwarder the
+ *   zone is "." and the server is the only one, so dark names' timeouts are charged to
+ *   the server that answers every healthy name too. Past 12 s of timeout, after three
+ *   unanswered TXT queries in a row, libunbound lets one probe query through at a time
+ *   and fails every other one with SERVFAIL at once; with the probe itself a dark name,
+ *   a forwarder that answers everything else in a millisecond was "down" for a minute.
+ *   Full recursion keeps one entry per (address, zone), so a dead server there only
+ *   costs its own zones.
+ */
+typedef struct builtin_option {
+    const char *name, *value;
+    bool forwarding_only; /* FORWARD and RESOLV_CONF: the servers are recursive resolvers */
+} builtin_option;
+
+static const builtin_option builtin_options[] = {
+    /* The socket pool, as large as unbound's own default on this platform: a dark query
+     * holds a socket for its whole retry schedule, so the pool bounds how many dark names
+     * per second can pass (4096 / ~20 s) before healthy queries queue behind them. A
+     * socket is opened per outstanding query and closed after it, so an idle daemon
+     * holds none; a daemon under a dark flood may hold this many descriptors. */
+    {"outgoing-range:", "4096", false},
+    /* How long the infrastructure cache remembers a server (900 s by default). A
+     * forwarder's entry is shared by every name, and ~15 s of dark names with no
+     * healthy answer in between double its timeout past the 12 s at which libunbound
+     * stops sending all but one probe query: every healthy lookup then failed at once
+     * for over a minute. A 2 s entry is mostly re-created fresh, but a packet sent with
+     * a long timeout still carries it into the next entry when it expires, so this
+     * mitigates (dark_dns_test forward-trickle: 0 of 30 healthy lookups passed, now
+     * 24-30 of 30) rather than cures. The cost: among several forwarders a dead one is
+     * forgotten every 2 s and tried again. Not in full recursion, where the cache
+     * steers queries away from dead authoritative servers, and each dead server is
+     * charged only to its own zones. */
+    {"infra-host-ttl:", "2", true},
+};
+
+/* apply_builtin sets builtin_options for the mode; false with err on a refusal (a
+ * libunbound without one of them). */
+static bool apply_builtin(struct ub_ctx *ub, enum dkd_resolver_mode mode, char *err,
+                          size_t err_len)
+{
+    bool forwarding = mode == DKD_RESOLVER_FORWARD || mode == DKD_RESOLVER_RESOLV_CONF;
+    for (size_t i = 0; i < sizeof builtin_options / sizeof builtin_options[0]; i++) {
+        const builtin_option *o = &builtin_options[i];
+        if (o->forwarding_only && !forwarding) {
+            continue;
+        }
+        int rc = ub_ctx_set_option(ub, o->name, o->value);
+        if (rc != 0) {
+            set_err(err, err_len, "libunbound refused the built-in option %s %s (%s)", o->name,
+                    o->value, ub_strerror(rc));
+            return false;
+        }
+    }
+    return true;
+}
+
 static bool setup_ub(dkd_resolver *r, const dkd_resolver_config *cfg, char *err, size_t err_len)
 {
     r->ub = ub_ctx_create();
@@ -709,7 +781,8 @@ static bool setup_ub(dkd_resolver *r, const dkd_resolver_config *cfg, char *err,
     }
     /* 1 = a thread, not a forked process (see the file comment). */
     int rc = ub_ctx_async(r->ub, 1);
-    if (rc == 0 && !apply_options(r->ub, cfg, err, err_len)) {
+    if (rc == 0 && (!apply_builtin(r->ub, cfg->mode, err, err_len) ||
+                    !apply_options(r->ub, cfg, err, err_len))) {
         return false;
     }
     const char *anchor = cfg->trust_anchor;

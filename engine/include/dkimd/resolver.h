@@ -61,7 +61,9 @@ typedef struct dkd_resolver_config {
      */
     const char *trust_anchor;
     /* libunbound options as "name: value" ("do-not-query-localhost: no",
-     * "local-zone: test. nodefault"), applied before the mode's settings. */
+     * "local-zone: test. nodefault"), applied before the mode's settings and after
+     * dkimd's own defaults (resolver.c's builtin_options: outgoing-range 4096, and
+     * infra-host-ttl 2 when forwarding), which they override. */
     const char *options[DKD_RESOLVER_MAX_OPTIONS];
     size_t noptions;
     const char *zone_path; /* DKD_RESOLVER_ZONE: master file of key records */
