@@ -254,7 +254,9 @@ def recursion(dkimd, msgs, tmp, label, ndark, timeout_ms, spacing):
         args = ["--resolver-option", "do-not-query-localhost: no",
                 "--resolver-option", 'stub-zone: name: "." stub-addr: %s' % root_a,
                 "--trust-anchor", ""]
-        run_scenario(dkimd, msgs, tmp, label, good, args + EXTRA, ndark, timeout_ms, spacing)
+        # EXTRA first: the stub-zone option opens its own section of the configuration
+        # file that libunbound reads, so server options after it would be refused.
+        run_scenario(dkimd, msgs, tmp, label, good, EXTRA + args, ndark, timeout_ms, spacing)
         print("    queries seen: root %d, good.example %d, dead servers %d + %d" %
               (root.count, good.count, d1.count, d2.count))
 
