@@ -1,6 +1,6 @@
 /*
- * canon_neon_test.c - the NEON body scanners (engine/canon_neon.c) against a byte-loop
- * reference of the scanner contract in engine/canon_simd.h, as the SSE2 scanner keeps it.
+ * canon_neon_test.c - the NEON body scanners (engine/core/canon_neon.c) against a byte-loop
+ * reference of the scanner contract in engine/core/canon_simd.h, as the SSE2 scanner keeps it.
  *
  * Built for AArch64 with the cross compiler and run under qemu-aarch64-static by
  * run-aarch64.sh; libc only, so a static binary runs with no target root. The same file

@@ -3,7 +3,7 @@
 # cross compiler and run it under qemu-aarch64-static; then, on an x86-64 host, build the
 # same test against the SSE2 scanners, so that the reference the NEON scanners are held
 # to is the SSE2 scanners' behaviour and not only our reading of canon_simd.h. Also
-# checks that engine/canon_neon.c compiles warning-free to nothing on the host, and
+# checks that engine/core/canon_neon.c compiles warning-free to nothing on the host, and
 # builds the AArch64 test with clang too when clang can cross-link.
 #
 # Exit 0 = pass, 1 = fail, 77 = skipped (cross compiler or qemu missing; when CI is set
@@ -34,7 +34,7 @@ command -v "$qemu" >/dev/null 2>&1 || missing "$qemu"
 # the project's warning flags (meson.build, warning_level=3), as errors
 warn="-Wall -Wextra -Wpedantic -Wformat=2 -Wshadow -Wvla -Wwrite-strings
       -Wimplicit-fallthrough -Wstrict-prototypes -Wmissing-prototypes -Werror"
-cflags="-std=gnu17 -O2 -D_GNU_SOURCE $warn -I$root/engine"
+cflags="-std=gnu17 -O2 -D_GNU_SOURCE $warn -I$root/engine/core"
 
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
@@ -43,7 +43,7 @@ status=0
 
 # shellcheck disable=SC2086 # $cflags is a list of flags
 "$cross_cc" $cflags -static -o "$out/canon_neon_test" \
-    "$here/canon_neon_test.c" "$root/engine/canon_neon.c"
+    "$here/canon_neon_test.c" "$root/engine/core/canon_neon.c"
 "$qemu" "$out/canon_neon_test" || status=1
 
 # clang as well when it can cross-link here (the fuzz and sanitizer builds use clang, and
@@ -56,7 +56,8 @@ if command -v "$clang_cc" >/dev/null 2>&1; then
         >/dev/null 2>&1; then
         # shellcheck disable=SC2086
         "$clang_cc" --target=aarch64-linux-gnu $cflags -static -fuse-ld=bfd \
-            -o "$out/canon_neon_test_clang" "$here/canon_neon_test.c" "$root/engine/canon_neon.c"
+            -o "$out/canon_neon_test_clang" "$here/canon_neon_test.c" \
+            "$root/engine/core/canon_neon.c"
         "$qemu" "$out/canon_neon_test_clang" || status=1
     else
         echo "run-aarch64.sh: $clang_cc cannot cross-link for aarch64 here, clang step skipped"
@@ -67,10 +68,11 @@ case $(uname -m) in
 x86_64)
     if command -v "$host_cc" >/dev/null 2>&1; then
         # shellcheck disable=SC2086
-        "$host_cc" $cflags -c -o "$out/canon_neon_host.o" "$root/engine/canon_neon.c"
+        "$host_cc" $cflags -c -o "$out/canon_neon_host.o" "$root/engine/core/canon_neon.c"
         # shellcheck disable=SC2086
         "$host_cc" $cflags -DDKD_CROSS_HOST_SSE2 -o "$out/canon_sse2_test" \
-            "$here/canon_neon_test.c" "$root/engine/canon_simd.c" "$root/engine/sha256.c" \
+            "$here/canon_neon_test.c" "$root/engine/core/canon_simd.c" \
+            "$root/engine/core/sha256.c" \
             -lpthread
         "$out/canon_sse2_test" || status=1
     fi
