@@ -29,43 +29,41 @@
 
 #include <dkimd/engine.h>
 
+#include "session.h" /* log levels, dkd__server_stats */
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-/* Log levels, as in syslog: lower is more severe. */
-enum { DKD__LOG_ERR = 3, DKD__LOG_WARNING = 4, DKD__LOG_INFO = 6, DKD__LOG_DEBUG = 7 };
-
 typedef void (*dkd__log_fn)(void *arg, int level, const char *line);
 
 typedef struct dkd__server_config {
-    int listen_fd;              /* listening SOCK_STREAM socket (required) */
-    unsigned workers;           /* worker threads; 0 = number of online CPUs */
-    uint64_t max_message_bytes; /* whole VERIFY payload and streamed total (default 64 MiB) */
-    size_t max_header_bytes;    /* header block of one message (default: engine's) */
-    size_t max_body_chunk;      /* largest VERIFY_BODY frame (default 1 MiB) */
-    uint64_t max_shm_bytes;     /* largest region a connection may attach with SHM_ATTACH
-                                   (default 1 GiB; 0 = no shared memory transport) */
-    unsigned max_inflight;      /* open requests per connection (default 256) */
-    unsigned max_connections;   /* all workers together (default 4096) */
-    uint64_t memory_budget;     /* receive buffers + open requests (default 1 GiB) */
-    unsigned key_timeout_ms;    /* per-message key deadline (default 5000) */
+    int listen_fd;                /* listening SOCK_STREAM socket (required) */
+    unsigned workers;             /* worker threads; 0 = number of online CPUs */
+    uint64_t max_message_bytes;   /* whole VERIFY payload and streamed total (default 64 MiB) */
+    size_t max_header_bytes;      /* header block of one message (default: engine's) */
+    size_t max_body_chunk;        /* largest VERIFY_BODY frame (default 1 MiB) */
+    uint64_t max_shm_bytes;       /* largest region a connection may attach with SHM_ATTACH
+                                     (default 1 GiB; 0 = no shared memory transport) */
+    unsigned max_inflight;        /* open requests per connection (default 256) */
+    unsigned max_connections;     /* all workers together (default 4096) */
+    uint64_t memory_budget;       /* receive buffers + open requests (default 1 GiB) */
+    unsigned key_timeout_ms;      /* per-message key deadline (default 5000) */
     unsigned shutdown_timeout_ms; /* SIGTERM drain limit (default 10000) */
-    unsigned stall_timeout_ms;  /* a partial frame or open stream with no byte for this
-                                   long closes the connection (default 30000; 0 = never) */
-    const char *authserv_id;    /* default authserv-id (default "localhost"); copied */
-    const uid_t *allow_uids;    /* peer uid allow-list (SO_PEERCRED); copied; */
-    size_t n_allow_uids;        /*   with the gid list empty too, everyone may connect */
+    unsigned stall_timeout_ms;    /* a partial frame or open stream with no byte for this
+                                     long closes the connection (default 30000; 0 = never) */
+    const char *authserv_id;      /* default authserv-id (default "localhost"); copied */
+    const uid_t *allow_uids;      /* peer uid allow-list (SO_PEERCRED); copied; */
+    size_t n_allow_uids;          /*   with the gid list empty too, everyone may connect */
     const gid_t *allow_gids;
     size_t n_allow_gids;
     /* extra_stats adds the key source's counters to a STATS_REPLY: it calls add once per
      * counter (name: 1..255 bytes of [a-z0-9_.], a literal). Called on a worker. */
-    void (*extra_stats)(void *arg, void (*add)(void *ctx, const char *name, uint64_t v),
-                        void *ctx);
+    void (*extra_stats)(void *arg, void (*add)(void *ctx, const char *name, uint64_t v), void *ctx);
     void *extra_stats_arg;
-    dkd__log_fn log;            /* NULL = stderr */
+    dkd__log_fn log; /* NULL = stderr */
     void *log_arg;
-    int log_level;              /* lines above this level are dropped (default INFO) */
+    int log_level; /* lines above this level are dropped (default INFO) */
 } dkd__server_config;
 
 void dkd__server_config_init(dkd__server_config *sc);
@@ -90,12 +88,6 @@ int dkd__server_start(dkd__server *srv);
  */
 void dkd__server_stop(dkd__server *srv);
 
-/*
- * dkd__server_clock is the engine clock (dkd_config.clock) the daemon must install: it
- * returns the verification time a request asked for (option 2), else time(NULL).
- */
-int64_t dkd__server_clock(void *arg);
-
 /* dkd__server_set_log_level changes the level of later lines (SIGHUP). Any thread. */
 void dkd__server_set_log_level(dkd__server *srv, int level);
 
@@ -103,18 +95,8 @@ void dkd__server_set_log_level(dkd__server *srv, int level);
 void dkd__server_join(dkd__server *srv);
 void dkd__server_free(dkd__server *srv);
 
-/* Counters summed over the workers (relaxed reads: a consistent snapshot is not needed). */
-typedef struct dkd__server_stats {
-    uint64_t connections_total, connections_open, connections_refused;
-    uint64_t requests, requests_inflight, results, signatures;
-    uint64_t errors_malformed, errors_too_large, errors_overloaded, errors_version,
-        errors_shutdown, errors_message;
-    uint64_t key_lookups, key_timeouts;
-    uint64_t bytes_in, bytes_out;
-    uint64_t shm_attached, shm_requests, shm_bytes;
-    uint64_t memory_used;
-} dkd__server_stats;
-
+/* dkd__server_stats_get sums the workers' counters (relaxed reads: a consistent
+ * snapshot is not needed) and adds the process's CPU time and peak RSS. Any thread. */
 void dkd__server_stats_get(dkd__server *srv, dkd__server_stats *out);
 
 #ifdef __cplusplus
