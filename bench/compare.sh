@@ -16,6 +16,8 @@
 # Each throughput is the median of REPEAT (3) runs, each run itself the median pass of
 # >= 5 passes and >= MIN_TIME (2.5) seconds, in wall time and in process CPU time. Verdicts of both verifiers are compared
 # message by message first; a disagreement is reported.
+# DKIMD_FLAGS: more corpus-bench flags for dkimd's runs, such as "--canon-impl scalar" or
+# "--sha256 openssl" to measure one implementation against the default.
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -25,6 +27,7 @@ corpus=${2:-$build/tmp/corpus}
 cpu=${CPU:-1}
 repeat=${REPEAT:-3}
 min_time=${MIN_TIME:-2.5}
+dkimd_flags=${DKIMD_FLAGS:-}
 tmp=$build/tmp
 mkdir -p "$tmp"
 
@@ -86,7 +89,8 @@ median_rates() {
 # Rates are messages per second of wall time and, in brackets, per CPU second of the
 # process; the ratios use the CPU-time rates, which other load on the machine disturbs
 # least (both verifiers are single-threaded here, so on an idle core they agree).
-echo "# limit: bench/limit.py; dkimd: corpus-bench --quiet; opendkim: opendkim-bench --quiet"
+echo "# limit: bench/limit.py; dkimd: corpus-bench --quiet${dkimd_flags:+ $dkimd_flags};" \
+    "opendkim: opendkim-bench --quiet"
 printf '%-8s %-5s %9s %17s %17s %7s %7s %s\n' set bucket limit/s 'dkimd/s [cpu]' \
     'opendkim/s [cpu]' d/limit d/odkim verdicts
 for set in rsa2048 mixed; do
@@ -96,11 +100,13 @@ for set in rsa2048 mixed; do
         limit=$(/usr/bin/python3 "$here/limit.py" "$dir" --rsa1024 "$rsa1024" \
             --rsa2048 "$rsa2048" --rsa4096 "$rsa4096" --ed25519 "$ed25519" \
             --sha256 "$sha256" | sed -n 's/.*msgs_per_s=\([0-9.]*\).*/\1/p')
-        "$build/bench/corpus-bench" "$dir" --min-time 0 --min-passes 1 | grep -v '^#' \
-            >"$tmp/verdicts.dkimd"
+        # shellcheck disable=SC2086 # $dkimd_flags is a list of flags
+        "$build/bench/corpus-bench" "$dir" $dkimd_flags --min-time 0 --min-passes 1 | \
+            grep -v '^#' >"$tmp/verdicts.dkimd"
         agree="dkimd: $(awk '{ print $2 }' "$tmp/verdicts.dkimd" | sort | uniq -c | \
             awk '{ printf "%s%s=%s", (NR > 1 ? "," : ""), $2, $1 }')"
-        set -- $(median_rates "$build/bench/corpus-bench" "$dir")
+        # shellcheck disable=SC2086
+        set -- $(median_rates "$build/bench/corpus-bench" "$dir" $dkimd_flags)
         dkimd_w=$1
         dkimd=$2
         odkim=-

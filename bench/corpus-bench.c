@@ -3,6 +3,8 @@
  *
  *   corpus-bench DIR [--zone FILE | --resolver ADDR[@PORT]] [--threads N]
  *                [--min-time S] [--min-passes N] [--quiet]
+ *                [--canon-impl auto|scalar|sse2|avx2|avx512|neon]
+ *                [--sha256 auto|openssl|shani]
  *
  * Loads every DIR/ *.eml into memory (sorted by name), verifies each once and prints
  * "NAME RESULT REASON" (several signatures give comma-joined words, so each column stays
@@ -20,6 +22,10 @@
  * Without --zone or --resolver the zone is keys.zone in DIR or one of its two parents
  * (where bench/gen-corpus puts it). With --threads N, N threads share each pass, taking
  * messages from an atomic counter; each owns its dkd_msg, as daemon workers do.
+ *
+ * --canon-impl and --sha256 set the engine's body canonicalization and body SHA-256
+ * (dkd_config.canon_impl, .sha256_impl; default auto, the fastest this CPU runs), for
+ * before/after runs of one choice against another; one this CPU cannot run is an error.
  *
  * Workload: a few hundred messages of 2 KB to 250 KB; the passes are CPU-bound.
  */
@@ -108,8 +114,31 @@ static char *find_zone(const char *dir)
 static void usage(void)
 {
     fprintf(stderr, "usage: corpus-bench DIR [--zone FILE | --resolver ADDR[@PORT]] "
-                    "[--threads N] [--min-time S] [--min-passes N] [--quiet]\n");
+                    "[--threads N] [--min-time S] [--min-passes N] [--quiet]\n"
+                    "                    [--canon-impl auto|scalar|sse2|avx2|avx512|neon] "
+                    "[--sha256 auto|openssl|shani]\n");
     exit(2);
+}
+
+/* The enum value named name (by dkd_canon_impl_name / dkd_sha256_impl_name), or -1. */
+static int canon_impl_named(const char *name)
+{
+    for (int k = DKD_CANON_IMPL_AUTO; k <= DKD_CANON_IMPL_NEON; k++) {
+        if (strcmp(name, dkd_canon_impl_name((enum dkd_canon_impl)k)) == 0) {
+            return k;
+        }
+    }
+    return -1;
+}
+
+static int sha256_impl_named(const char *name)
+{
+    for (int k = DKD_SHA256_IMPL_AUTO; k <= DKD_SHA256_IMPL_SHANI; k++) {
+        if (strcmp(name, dkd_sha256_impl_name((enum dkd_sha256_impl)k)) == 0) {
+            return k;
+        }
+    }
+    return -1;
 }
 
 int main(int argc, char **argv)
@@ -118,6 +147,7 @@ int main(int argc, char **argv)
     unsigned threads = 1, min_passes = 5;
     double min_time = 2.5;
     bool quiet = false;
+    int canon_impl = DKD_CANON_IMPL_AUTO, sha256_impl = DKD_SHA256_IMPL_AUTO;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         bool has_val = i + 1 < argc;
@@ -131,6 +161,10 @@ int main(int argc, char **argv)
             min_time = strtod(argv[++i], NULL);
         } else if (strcmp(a, "--min-passes") == 0 && has_val) {
             min_passes = (unsigned)strtoul(argv[++i], NULL, 10);
+        } else if (strcmp(a, "--canon-impl") == 0 && has_val) {
+            canon_impl = canon_impl_named(argv[++i]);
+        } else if (strcmp(a, "--sha256") == 0 && has_val) {
+            sha256_impl = sha256_impl_named(argv[++i]);
         } else if (strcmp(a, "--quiet") == 0) {
             quiet = true;
         } else if (a[0] != '-' && dir == NULL) {
@@ -140,7 +174,7 @@ int main(int argc, char **argv)
         }
     }
     if (dir == NULL || threads == 0 || threads > 256 || min_passes == 0 ||
-        (zone_path != NULL && resolver_addr != NULL)) {
+        (zone_path != NULL && resolver_addr != NULL) || canon_impl < 0 || sha256_impl < 0) {
         usage();
     }
 
@@ -148,7 +182,21 @@ int main(int argc, char **argv)
     b.nthreads = threads;
     dkd_config cfg;
     dkd_config_init(&cfg);
+    cfg.canon_impl = (enum dkd_canon_impl)canon_impl;
+    cfg.sha256_impl = (enum dkd_sha256_impl)sha256_impl;
     b.eng = dkd_engine_new(&cfg);
+    /* The engine falls back to auto's choice for one the CPU cannot run: a measurement
+     * of the wrong code would look like a result, so refuse instead. */
+    if (canon_impl != DKD_CANON_IMPL_AUTO && dkd_engine_canon_impl(b.eng) != cfg.canon_impl) {
+        fprintf(stderr, "corpus-bench: --canon-impl %s: not on this CPU or build\n",
+                dkd_canon_impl_name(cfg.canon_impl));
+        return 2;
+    }
+    if (sha256_impl != DKD_SHA256_IMPL_AUTO && dkd_engine_sha256_impl(b.eng) != cfg.sha256_impl) {
+        fprintf(stderr, "corpus-bench: --sha256 %s: not on this CPU or build\n",
+                dkd_sha256_impl_name(cfg.sha256_impl));
+        return 2;
+    }
 
     dkd_zone *zone = NULL;
 #ifdef DKD_BENCH_HAVE_RESOLVER

@@ -19,7 +19,7 @@
  * their ends found 16 bytes at a time with SSE2.
  *
  * dkd__body_update_scalar is the reference: the fast path must produce the same bytes,
- * and tests/engine/canon_test.c checks every implementation against a naive
+ * and tests/core/canon_test.c checks every implementation against a naive
  * whole-buffer version written from the RFC text, and against each other.
  *
  * Decisions, written down because the RFC leaves them open:
@@ -34,7 +34,6 @@
  */
 #include "canon.h"
 
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -458,8 +457,14 @@ static void body_line_end(dkd_body_canon *bc)
 void dkd__body_init(dkd_body_canon *bc, enum dkd_canon canon, uint64_t limit,
                     dkd_canon_sink_fn sink, void *sink_arg)
 {
+    dkd__body_init_impl(bc, canon, limit, dkd__canon_impl_best(), sink, sink_arg);
+}
+
+void dkd__body_init_impl(dkd_body_canon *bc, enum dkd_canon canon, uint64_t limit,
+                         enum dkd_canon_impl impl, dkd_canon_sink_fn sink, void *sink_arg)
+{
     bc->canon = canon;
-    bc->impl = dkd__canon_impl_best();
+    bc->impl = impl;
     bc->cr_pending = false;
     bc->wsp_pending = false;
     bc->line_has_data = false;
@@ -477,8 +482,13 @@ bool dkd__body_set_sha256(dkd_body_canon *bc, dkd_sha256 *sha)
     if (!dkd__sha256_available()) {
         return false;
     }
-    bc->sha = sha;
+    dkd__body_use_sha256(bc, sha);
     return true;
+}
+
+void dkd__body_use_sha256(dkd_body_canon *bc, dkd_sha256 *sha)
+{
+    bc->sha = sha;
 }
 
 void dkd__body_update_scalar(dkd_body_canon *bc, const uint8_t *p, size_t n)
@@ -736,10 +746,7 @@ static void body_update_fast(dkd_body_canon *bc, const uint8_t *p, size_t n, sca
     }
 }
 
-static enum dkd_canon_impl best_impl = DKD_CANON_IMPL_SCALAR;
-static pthread_once_t best_once = PTHREAD_ONCE_INIT;
-
-static bool impl_supported(enum dkd_canon_impl impl)
+bool dkd__canon_impl_supported(enum dkd_canon_impl impl)
 {
     switch (impl) {
     case DKD_CANON_IMPL_SCALAR:
@@ -761,34 +768,16 @@ static bool impl_supported(enum dkd_canon_impl impl)
     }
 }
 
-/* Chosen once per process. DKD_CANON_IMPL=scalar|sse2|avx2|avx512|neon overrides the choice (for
- * before/after measurements of whole programs); an unknown or unsupported name is
- * ignored. */
-static void choose_best(void)
-{
-#ifdef DKD_CANON_HAVE_X86
-    dkd__canon_simd_init();
-#endif
-    best_impl = impl_supported(DKD_CANON_IMPL_AVX512) ? DKD_CANON_IMPL_AVX512
-                : impl_supported(DKD_CANON_IMPL_AVX2) ? DKD_CANON_IMPL_AVX2
-                : impl_supported(DKD_CANON_IMPL_SSE2) ? DKD_CANON_IMPL_SSE2
-                : impl_supported(DKD_CANON_IMPL_NEON) ? DKD_CANON_IMPL_NEON
-                                                      : DKD_CANON_IMPL_SCALAR;
-    const char *env = getenv("DKD_CANON_IMPL");
-    if (env != NULL) {
-        for (int k = DKD_CANON_IMPL_SCALAR; k <= DKD_CANON_IMPL_NEON; k++) {
-            if (strcmp(env, dkd__canon_impl_name((enum dkd_canon_impl)k)) == 0 &&
-                impl_supported((enum dkd_canon_impl)k)) {
-                best_impl = (enum dkd_canon_impl)k;
-            }
-        }
-    }
-}
-
+/* Asked of the CPU on each call, with no state kept: __builtin_cpu_supports reads what
+ * libgcc (compiler-rt) found at program start-up, a few loads. The engine asks once, at
+ * dkd_engine_new, and keeps the answer (with dkd_config.canon_impl) for its messages. */
 enum dkd_canon_impl dkd__canon_impl_best(void)
 {
-    pthread_once(&best_once, choose_best);
-    return best_impl;
+    return dkd__canon_impl_supported(DKD_CANON_IMPL_AVX512) ? DKD_CANON_IMPL_AVX512
+           : dkd__canon_impl_supported(DKD_CANON_IMPL_AVX2) ? DKD_CANON_IMPL_AVX2
+           : dkd__canon_impl_supported(DKD_CANON_IMPL_SSE2) ? DKD_CANON_IMPL_SSE2
+           : dkd__canon_impl_supported(DKD_CANON_IMPL_NEON) ? DKD_CANON_IMPL_NEON
+                                                             : DKD_CANON_IMPL_SCALAR;
 }
 
 const char *dkd__canon_impl_name(enum dkd_canon_impl impl)
@@ -815,7 +804,7 @@ bool dkd__body_set_impl(dkd_body_canon *bc, enum dkd_canon_impl impl)
     if (impl == DKD_CANON_IMPL_AUTO) {
         impl = dkd__canon_impl_best();
     }
-    if (!impl_supported(impl)) {
+    if (!dkd__canon_impl_supported(impl)) {
         return false;
     }
     bc->impl = impl;

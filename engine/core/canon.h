@@ -5,8 +5,9 @@
  * stream: dkd__body_update may be called with chunks split anywhere (inside a CRLF,
  * inside a whitespace run, inside trailing blank lines) and the canonical bytes hashed
  * are the same as for the whole body at once. dkd__body_update_scalar is the reference;
- * dkd__body_update runs the fastest implementation this CPU has (SSE2 or AVX2 scanning,
- * chosen once per process), which must produce the same bytes.
+ * dkd__body_update runs the implementation the body was started with (the fastest this
+ * CPU has, or the one the engine's configuration names), which must produce the same
+ * bytes.
  *
  * Line ends: a bare LF is taken as CRLF; a CR not followed by LF is an ordinary byte.
  */
@@ -17,6 +18,8 @@
 #include <stdint.h>
 
 #include <openssl/evp.h>
+
+#include <dkimd/engine.h>
 
 #include "sha256.h"
 #include "sig.h"
@@ -39,15 +42,8 @@ typedef void (*dkd_canon_sink_fn)(void *sink_arg, const uint8_t *p, size_t n);
 void dkd__canon_header(enum dkd_canon canon, dkd_span raw, size_t skip_off, size_t skip_end,
                        bool with_crlf, dkd_canon_sink_fn sink, void *sink_arg);
 
-/* Body canonicalization implementations; AUTO is the best this CPU runs. */
-enum dkd_canon_impl {
-    DKD_CANON_IMPL_AUTO,
-    DKD_CANON_IMPL_SCALAR,
-    DKD_CANON_IMPL_SSE2,
-    DKD_CANON_IMPL_AVX2,
-    DKD_CANON_IMPL_AVX512, /* AVX2 scanners, AVX-512 VBMI2 relaxed block rewriter */
-    DKD_CANON_IMPL_NEON,   /* AArch64: NEON scanners (no block rewriter) */
-};
+/* Body canonicalization implementations: enum dkd_canon_impl in <dkimd/engine.h> (the
+ * engine's configuration chooses one); AUTO is the best this CPU runs. */
 
 /* Body canonicalization state; plain data, no allocation. */
 typedef struct dkd_body_canon {
@@ -66,12 +62,15 @@ typedef struct dkd_body_canon {
     uint8_t buf[4096];
 } dkd_body_canon;
 
-/* dkd__body_init starts a body with the best implementation for this CPU (chosen once
- * per process, on first use; any thread may call). The environment variable
- * DKD_CANON_IMPL=scalar|sse2|avx2|avx512|neon, read at that first use, overrides the choice (for
- * before/after measurements of whole programs). */
+/* dkd__body_init starts a body with the best implementation for this CPU
+ * (dkd__canon_impl_best, asked on each call; any thread may call). */
 void dkd__body_init(dkd_body_canon *bc, enum dkd_canon canon, uint64_t limit,
                     dkd_canon_sink_fn sink, void *sink_arg);
+/* dkd__body_init_impl starts a body with impl, which the caller has resolved (not AUTO)
+ * and checked with dkd__canon_impl_supported: the engine does both once, at
+ * dkd_engine_new, so no message asks the CPU again. */
+void dkd__body_init_impl(dkd_body_canon *bc, enum dkd_canon canon, uint64_t limit,
+                         enum dkd_canon_impl impl, dkd_canon_sink_fn sink, void *sink_arg);
 /* dkd__body_set_impl forces one implementation (tests, benchmarks) right after init;
  * false, and bc unchanged, when this CPU or build cannot run it. */
 bool dkd__body_set_impl(dkd_body_canon *bc, enum dkd_canon_impl impl);
@@ -81,7 +80,13 @@ bool dkd__body_set_impl(dkd_body_canon *bc, enum dkd_canon_impl impl);
  * writes it (canon_simd.c). False, and bc unchanged, without SHA-NI
  * (dkd__sha256_available); sha is borrowed until dkd__body_final returns. */
 bool dkd__body_set_sha256(dkd_body_canon *bc, dkd_sha256 *sha);
-/* dkd__canon_impl_best is what AUTO resolves to here; dkd__canon_impl_name names one. */
+/* dkd__body_use_sha256 is dkd__body_set_sha256 for a caller that knows the CPU runs
+ * SHA-NI (the engine, which asked once at dkd_engine_new): no check, no CPUID. */
+void dkd__body_use_sha256(dkd_body_canon *bc, dkd_sha256 *sha);
+/* dkd__canon_impl_supported is true when this CPU and build run impl (AUTO: false);
+ * dkd__canon_impl_best is what AUTO resolves to here; both ask the CPU on each call and
+ * keep no state. dkd__canon_impl_name names one ("?" for an unknown value). */
+bool dkd__canon_impl_supported(enum dkd_canon_impl impl);
 enum dkd_canon_impl dkd__canon_impl_best(void);
 const char *dkd__canon_impl_name(enum dkd_canon_impl impl);
 

@@ -47,7 +47,7 @@ size_t dkd__canon_scan_relaxed_avx2(const uint8_t *p, size_t i, size_t n);
  * Contract: 1 <= i, p[i - 1] is neither CR nor WSP, *line_has_data is the state at i
  * (and no blank lines are held back unless it is true); reads p[i] .. p[n - 1].
  * Returns e in [i, n): the bytes [i, e) are written (at most 2 output bytes per input
- * byte), *line_has_data is the state at e. dkd__canon_simd_init must have run.
+ * byte), *line_has_data is the state at e.
  */
 size_t dkd__canon_relaxed_blocks_avx2(const uint8_t *p, size_t i, size_t n, bool *line_has_data,
                                       uint8_t *out, size_t *out_len, size_t out_cap);
@@ -82,8 +82,6 @@ size_t dkd__canon_simple_blocks_avx2_sha(const uint8_t *p, size_t i, size_t n,
 size_t dkd__canon_simple_blocks_avx512_sha(const uint8_t *p, size_t i, size_t n,
                                            bool *line_has_data, uint8_t *out, size_t *out_len,
                                            size_t out_cap, dkd_sha256 *sha);
-void dkd__canon_simd_init(void);
-
 /* dkd__cpu_has_avx2 is true when the CPU and the OS (YMM state saved) run AVX2. */
 bool dkd__cpu_has_avx2(void);
 /* dkd__cpu_has_avx512_vbmi2: AVX-512BW and VBMI2, with the OS saving ZMM state. */

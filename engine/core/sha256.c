@@ -10,16 +10,11 @@
  *
  * Written from FIPS 180-4 (padding, constants, initial value) and Intel's description
  * of SHA256RNDS2 / SHA256MSG1 / SHA256MSG2; checked against OpenSSL in
- * tests/engine/canon_test.c.
+ * tests/core/canon_test.c and tests/core/sha256_test.c.
  */
 #include "sha256.h"
 
-#include <pthread.h>
-#include <stdlib.h>
 #include <string.h>
-
-static bool available;
-static pthread_once_t available_once = PTHREAD_ONCE_INIT;
 
 #ifdef DKD_SHA256_SHANI
 
@@ -45,20 +40,14 @@ static const uint32_t initial[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff5
 
 /* CPUID leaf 7 EBX bit 29 is SHA; leaf 1 ECX bit 19 is SSE4.1 (PBLENDW, which the state
  * shuffles use; SSSE3's PSHUFB and PALIGNR come with it on every CPU that has SHA). No OS
- * support check is needed: the code uses only XMM registers. */
-static void check_cpu(void)
+ * support check is needed: the code uses only XMM registers. CPUID itself, not
+ * __builtin_cpu_supports: clang 14 has no "sha" feature name. */
+bool dkd__sha256_available(void)
 {
     unsigned a, b, c, d;
     bool sha = __get_cpuid_count(7, 0, &a, &b, &c, &d) && (b & (1u << 29)) != 0;
     bool sse41 = __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 19)) != 0;
-    const char *env = getenv("DKD_SHA256");
-    available = sha && sse41 && !(env != NULL && strcmp(env, "openssl") == 0);
-}
-
-bool dkd__sha256_available(void)
-{
-    pthread_once(&available_once, check_cpu);
-    return available;
+    return sha && sse41;
 }
 
 void dkd__sha256_init(dkd_sha256 *s)
@@ -145,15 +134,9 @@ void dkd__sha256_final(dkd_sha256 *s, uint8_t out[DKD_SHA256_LEN])
 #else
 
 /* No SHA-NI code on this architecture: callers hash with OpenSSL. */
-static void check_cpu(void)
-{
-    available = false;
-}
-
 bool dkd__sha256_available(void)
 {
-    pthread_once(&available_once, check_cpu);
-    return available;
+    return false;
 }
 
 #endif

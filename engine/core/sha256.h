@@ -39,9 +39,9 @@ typedef struct dkd_sha256 {
 } dkd_sha256;
 
 /* dkd__sha256_available is true when this CPU runs SHA-NI (with SSE4.1, which the code
- * needs too); checked once per process, any thread may call. False when the environment
- * variable DKD_SHA256=openssl is set at that first call (before/after measurements of
- * whole programs). */
+ * needs too). It asks the CPU on every call (CPUID, which a hypervisor may trap: slow),
+ * keeping no state; any thread may call. dkd_engine_new asks once and keeps the answer,
+ * with dkd_config.sha256_impl, in the engine: the request path never calls this. */
 bool dkd__sha256_available(void);
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))

@@ -43,6 +43,9 @@ struct dkd_engine {
     /* Fetched once: OpenSSL 3's implicit fetch on every EVP_DigestInit is a measured
      * cost on the hot path. */
     EVP_MD *sha1, *sha256;
+    /* Resolved once from cfg and the CPU (never AUTO), so no message asks the CPU. */
+    enum dkd_canon_impl canon_impl;
+    enum dkd_sha256_impl sha256_impl;
 };
 
 /* One body canonicalize+hash pass. sha256 on a CPU with SHA-NI hashes with our own
@@ -126,6 +129,23 @@ void dkd_config_init(dkd_config *cfg)
     cfg->clock_arg = NULL;
     cfg->max_header_bytes = 1u << 20;
     cfg->max_header_fields = 1000;
+    cfg->canon_impl = DKD_CANON_IMPL_AUTO;
+    cfg->sha256_impl = DKD_SHA256_IMPL_AUTO;
+}
+
+/* The CPU is asked here, once per engine; a choice it cannot run falls back to AUTO's. */
+static enum dkd_canon_impl resolve_canon_impl(enum dkd_canon_impl want)
+{
+    return want != DKD_CANON_IMPL_AUTO && dkd__canon_impl_supported(want) ? want
+                                                                           : dkd__canon_impl_best();
+}
+
+static enum dkd_sha256_impl resolve_sha256_impl(enum dkd_sha256_impl want)
+{
+    if (want == DKD_SHA256_IMPL_OPENSSL) {
+        return want;
+    }
+    return dkd__sha256_available() ? DKD_SHA256_IMPL_SHANI : DKD_SHA256_IMPL_OPENSSL;
 }
 
 dkd_engine *dkd_engine_new(const dkd_config *cfg)
@@ -139,6 +159,8 @@ dkd_engine *dkd_engine_new(const dkd_config *cfg)
     } else {
         dkd_config_init(&eng->cfg);
     }
+    eng->canon_impl = resolve_canon_impl(eng->cfg.canon_impl);
+    eng->sha256_impl = resolve_sha256_impl(eng->cfg.sha256_impl);
     eng->sha1 = EVP_MD_fetch(NULL, "SHA1", NULL);
     eng->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
     if (eng->sha1 == NULL || eng->sha256 == NULL) {
@@ -160,6 +182,34 @@ void dkd_engine_free(dkd_engine *eng)
 const dkd_config *dkd_engine_config(const dkd_engine *eng)
 {
     return &eng->cfg;
+}
+
+enum dkd_canon_impl dkd_engine_canon_impl(const dkd_engine *eng)
+{
+    return eng->canon_impl;
+}
+
+enum dkd_sha256_impl dkd_engine_sha256_impl(const dkd_engine *eng)
+{
+    return eng->sha256_impl;
+}
+
+const char *dkd_canon_impl_name(enum dkd_canon_impl impl)
+{
+    return dkd__canon_impl_name(impl);
+}
+
+const char *dkd_sha256_impl_name(enum dkd_sha256_impl impl)
+{
+    switch (impl) {
+    case DKD_SHA256_IMPL_AUTO:
+        return "auto";
+    case DKD_SHA256_IMPL_OPENSSL:
+        return "openssl";
+    case DKD_SHA256_IMPL_SHANI:
+        return "shani";
+    }
+    return "?";
 }
 
 static const EVP_MD *engine_md(const dkd_engine *eng, enum dkd_hash hash)
@@ -466,11 +516,13 @@ static int body_group_for(dkd_msg *m, const dkd_sig *sig, size_t *out)
     bg->limit = limit;
     bg->own_sha = false;
     bg->md = NULL;
+    enum dkd_canon_impl impl = m->eng->canon_impl;
 #ifdef DKD_SHA256_SHANI
-    if (sig->hash == DKD_HASH_SHA256 && dkd__sha256_available()) {
+    if (sig->hash == DKD_HASH_SHA256 && m->eng->sha256_impl == DKD_SHA256_IMPL_SHANI) {
         dkd__sha256_init(&bg->sha);
-        dkd__body_init(&bg->bc, sig->canon_body, limit, NULL, NULL);
-        bg->own_sha = dkd__body_set_sha256(&bg->bc, &bg->sha);
+        dkd__body_init_impl(&bg->bc, sig->canon_body, limit, impl, NULL, NULL);
+        dkd__body_use_sha256(&bg->bc, &bg->sha);
+        bg->own_sha = true;
     }
 #endif
     if (!bg->own_sha) {
@@ -479,7 +531,7 @@ static int body_group_for(dkd_msg *m, const dkd_sig *sig, size_t *out)
             return DKD_ERR_NOMEM;
         }
         EVP_DigestInit_ex(bg->md, engine_md(m->eng, sig->hash), NULL);
-        dkd__body_init(&bg->bc, sig->canon_body, limit, md_sink, bg->md);
+        dkd__body_init_impl(&bg->bc, sig->canon_body, limit, impl, md_sink, bg->md);
     }
     *out = m->ngroups++;
     return 0;

@@ -109,13 +109,54 @@ static void test_impl_selection(void **state)
     assert_false(dkd__body_set_impl(&bc, DKD_CANON_IMPL_NEON));
 #endif
 #if defined(__aarch64__)
-    /* NEON is part of AArch64: chosen unless DKD_CANON_IMPL says otherwise. */
+    /* NEON is part of AArch64: always chosen there. */
     assert_true(dkd__body_set_impl(&bc, DKD_CANON_IMPL_NEON));
-    if (getenv("DKD_CANON_IMPL") == NULL) {
-        assert_int_equal(dkd__canon_impl_best(), DKD_CANON_IMPL_NEON);
-    }
+    assert_int_equal(dkd__canon_impl_best(), DKD_CANON_IMPL_NEON);
 #endif
     assert_false(dkd__body_set_impl(&bc, (enum dkd_canon_impl)99));
+}
+
+/* The engine takes its implementations from its configuration, resolved once at
+ * dkd_engine_new: AUTO becomes what this CPU runs best, a choice it cannot run falls
+ * back to that, and the getters never say AUTO. */
+static void test_engine_impl_choice(void **state)
+{
+    (void)state;
+    dkd_config cfg;
+    dkd_config_init(&cfg);
+    assert_int_equal(cfg.canon_impl, DKD_CANON_IMPL_AUTO);
+    assert_int_equal(cfg.sha256_impl, DKD_SHA256_IMPL_AUTO);
+    dkd_engine *eng = dkd_engine_new(&cfg);
+    assert_int_equal(dkd_engine_canon_impl(eng), dkd__canon_impl_best());
+    assert_int_equal(dkd_engine_sha256_impl(eng), dkd__sha256_available()
+                                                      ? DKD_SHA256_IMPL_SHANI
+                                                      : DKD_SHA256_IMPL_OPENSSL);
+    dkd_engine_free(eng);
+
+    cfg.canon_impl = DKD_CANON_IMPL_SCALAR;
+    cfg.sha256_impl = DKD_SHA256_IMPL_OPENSSL;
+    eng = dkd_engine_new(&cfg);
+    assert_int_equal(dkd_engine_canon_impl(eng), DKD_CANON_IMPL_SCALAR);
+    assert_int_equal(dkd_engine_sha256_impl(eng), DKD_SHA256_IMPL_OPENSSL);
+    assert_int_equal(dkd_engine_config(eng)->canon_impl, DKD_CANON_IMPL_SCALAR);
+    dkd_engine_free(eng);
+
+    /* one this build never runs: x86 has no NEON, AArch64 no AVX2 or SHA-NI */
+#if defined(__x86_64__)
+    cfg.canon_impl = DKD_CANON_IMPL_NEON;
+#else
+    cfg.canon_impl = DKD_CANON_IMPL_AVX2;
+#endif
+    cfg.sha256_impl = DKD_SHA256_IMPL_SHANI;
+    eng = dkd_engine_new(&cfg);
+    assert_int_equal(dkd_engine_canon_impl(eng), dkd__canon_impl_best());
+    assert_int_not_equal(dkd_engine_sha256_impl(eng), DKD_SHA256_IMPL_AUTO);
+    dkd_engine_free(eng);
+
+    assert_string_equal(dkd_canon_impl_name(DKD_CANON_IMPL_AVX512), "avx512");
+    assert_string_equal(dkd_canon_impl_name((enum dkd_canon_impl)99), "?");
+    assert_string_equal(dkd_sha256_impl_name(DKD_SHA256_IMPL_OPENSSL), "openssl");
+    assert_string_equal(dkd_sha256_impl_name(DKD_SHA256_IMPL_SHANI), "shani");
 }
 
 /* Ordinary text: words of letters and digits, single spaces, CRLF line ends, lines of
@@ -450,7 +491,8 @@ static void test_zero_copy(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_impl_selection),      cmocka_unit_test(test_plants_at_every_offset),
+        cmocka_unit_test(test_impl_selection),
+        cmocka_unit_test(test_engine_impl_choice),      cmocka_unit_test(test_plants_at_every_offset),
         cmocka_unit_test(test_plants_at_chunk_end), cmocka_unit_test(test_long_runs),
         cmocka_unit_test(test_random_text),         cmocka_unit_test(test_zero_copy),
         cmocka_unit_test(test_dirty_text),

@@ -53,6 +53,31 @@ enum {
 /* dkd_strerror describes an error code returned by any dkd_ call. Never NULL. */
 const char *dkd_strerror(int err);
 
+/*
+ * dkd_canon_impl: the code that canonicalizes bodies (dkd_config.canon_impl). All give
+ * the same bytes and differ only in speed. AUTO is the fastest this CPU runs, which
+ * dkd_engine_new finds out once.
+ */
+enum dkd_canon_impl {
+    DKD_CANON_IMPL_AUTO,
+    DKD_CANON_IMPL_SCALAR, /* the byte-at-a-time reference */
+    DKD_CANON_IMPL_SSE2,
+    DKD_CANON_IMPL_AVX2,
+    DKD_CANON_IMPL_AVX512, /* AVX2 scanners, AVX-512 VBMI2 relaxed block rewriter */
+    DKD_CANON_IMPL_NEON,   /* AArch64: NEON scanners (no block rewriter) */
+};
+
+/*
+ * dkd_sha256_impl: the SHA-256 of sha256 body hashes (dkd_config.sha256_impl). AUTO is
+ * our own on the x86 SHA extensions, run fused with canonicalization, where the CPU has
+ * them, and OpenSSL's otherwise. Header hashes and sha1 always use OpenSSL.
+ */
+enum dkd_sha256_impl {
+    DKD_SHA256_IMPL_AUTO,
+    DKD_SHA256_IMPL_OPENSSL,
+    DKD_SHA256_IMPL_SHANI,
+};
+
 /* dkd_config: policy and limits. Initialise with dkd_config_init, then change fields. */
 typedef struct dkd_config {
     unsigned max_signatures;  /* signatures evaluated per message (default 8) */
@@ -66,6 +91,11 @@ typedef struct dkd_config {
     void *clock_arg;
     size_t max_header_bytes;  /* header block limit (default 1 MiB) */
     unsigned max_header_fields; /* header fields per message (default 1000) */
+    /* Implementation choices, for measurements; verdicts never depend on them. Default
+     * AUTO. A choice this CPU or build cannot run is replaced by AUTO's: see
+     * dkd_engine_canon_impl and dkd_engine_sha256_impl for what an engine runs. */
+    enum dkd_canon_impl canon_impl;
+    enum dkd_sha256_impl sha256_impl;
 } dkd_config;
 
 /* dkd_config_init fills cfg with the defaults listed above. */
@@ -82,6 +112,17 @@ void dkd_engine_free(dkd_engine *eng);
 
 /* dkd_engine_config returns the engine's configuration (read-only). */
 const dkd_config *dkd_engine_config(const dkd_engine *eng);
+
+/* dkd_engine_canon_impl and dkd_engine_sha256_impl return the implementations the
+ * engine runs, never AUTO: the configured ones, or what AUTO found on this CPU. */
+enum dkd_canon_impl dkd_engine_canon_impl(const dkd_engine *eng);
+enum dkd_sha256_impl dkd_engine_sha256_impl(const dkd_engine *eng);
+
+/* dkd_canon_impl_name names an implementation: "auto", "scalar", "sse2", "avx2",
+ * "avx512", "neon"; dkd_sha256_impl_name: "auto", "openssl", "shani". "?" for any other
+ * value. Static strings. */
+const char *dkd_canon_impl_name(enum dkd_canon_impl impl);
+const char *dkd_sha256_impl_name(enum dkd_sha256_impl impl);
 
 /* ---- keys ---- */
 
