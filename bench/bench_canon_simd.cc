@@ -14,7 +14,7 @@
  * Figures are input bytes/s. Which hash ran is in the row's name:
  *   BM_Sha256Evp          - OpenSSL's EVP SHA-256 alone over the body: the hardware limit,
  *                           the baseline every other row is read against;
- *   BM_Sha256ShaNi        - our SHA-NI SHA-256 (engine/sha256.c) alone, same bytes;
+ *   BM_Sha256ShaNi        - our SHA-NI SHA-256 (engine/core/sha256.c) alone, same bytes;
  *   BM_CanonSha256Evp     - canonicalization into OpenSSL's SHA-256 (a sink per batch);
  *   BM_CanonSha256ShaNi   - canonicalization into our SHA-256, what verify.c runs for
  *                           sha256 on a SHA-NI CPU: the AVX2/AVX-512 relaxed rewriters

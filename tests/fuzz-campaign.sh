@@ -87,7 +87,7 @@ if ! CC=clang CXX=clang++ "${nice_cmd[@]}" meson setup "$build" "${setup[@]}" \
     echo "fuzz-campaign.sh: meson setup failed (see $out/setup.log)" >&2
     exit 2
 fi
-# Their paths relative to the build dir, e.g. tests/key_fuzz and tests/ipc/wire_fuzz.
+# Their paths relative to the build dir, e.g. tests/core/key_fuzz and tests/ipc/wire_fuzz.
 mapfile -t programs < <(meson introspect --targets "$build" | python3 -c '
 import json, os, sys
 build = sys.argv[1]

@@ -1,5 +1,5 @@
 /*
- * b64_test.c - unit tests for engine/b64.c: RFC 4648 vectors, FWS anywhere, padding
+ * b64_test.c - unit tests for engine/core/b64.c: RFC 4648 vectors, FWS anywhere, padding
  * rules, rejection of bad input, capacity limits, and an encode/decode round trip
  * over random data, and the SIMD path against the scalar reference (every byte value at
  * every place of a block; random mixes of alphabet, FWS, padding and bad bytes). Inputs

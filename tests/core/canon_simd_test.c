@@ -1,5 +1,5 @@
 /*
- * canon_simd_test.c - the SIMD body canonicalization paths (engine/canon_simd.c and the
+ * canon_simd_test.c - the SIMD body canonicalization paths (engine/core/canon_simd.c and the
  * fast loop in canon.c) against the naive reference of canon_test.c and against the
  * scalar state machine, with every implementation forced in turn (scalar, SSE2, AVX2; one
  * this CPU lacks is reported and skipped).

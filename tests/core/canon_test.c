@@ -1,5 +1,5 @@
 /*
- * canon_test.c - unit tests for RFC 6376 canonicalization (engine/canon.c).
+ * canon_test.c - unit tests for RFC 6376 canonicalization (engine/core/canon.c).
  *
  * Three layers: explicit expected bytes for each rule (including the RFC 6376 3.4.5
  * examples and the well-known empty-body hashes); a deliberately naive reference,

@@ -1,5 +1,5 @@
 /*
- * hdr_test.c - unit tests for the header block splitter (engine/hdr.c). Every input is
+ * hdr_test.c - unit tests for the header block splitter (engine/core/hdr.c). Every input is
  * placed against a guard page, so a read past the block crashes the test. The SSE2
  * scans of hdr.c are checked against ref_parse, the byte-loop parser they replaced, on
  * random blocks.

@@ -1,5 +1,5 @@
 /*
- * key_fuzz.c - libFuzzer target for engine/key.c: dkd_key_from_record on any bytes.
+ * key_fuzz.c - libFuzzer target for engine/core/key.c: dkd_key_from_record on any bytes.
  *
  * Properties checked on every input:
  *  - a key always comes back, with a reason a key record can produce;

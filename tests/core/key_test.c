@@ -1,5 +1,5 @@
 /*
- * key_test.c - unit tests for engine/key.c: every key record rule of RFC 6376 3.6.1,
+ * key_test.c - unit tests for engine/core/key.c: every key record rule of RFC 6376 3.6.1,
  * RFC 8301 and RFC 8463 as key.c implements them, with real keys (the RFC 6376 C.2 and
  * RFC 8463 A.2 keys, the go-msgauth PKCS#1 key, and RSA/ed25519 keys generated here and
  * compared with the parsed result), malformed DER, failures and reference counting.

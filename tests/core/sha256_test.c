@@ -1,5 +1,5 @@
 /*
- * sha256_test.c - unit tests for the SHA-NI SHA-256 (engine/sha256.c): the FIPS 180-4
+ * sha256_test.c - unit tests for the SHA-NI SHA-256 (engine/core/sha256.c): the FIPS 180-4
  * examples, and OpenSSL's SHA-256 as the oracle for every length 0..300 split at every
  * point into update calls, and for random lengths in random pieces up to 3 MB, each
  * input against a guard page. On a CPU without SHA-NI the tests skip (the engine then

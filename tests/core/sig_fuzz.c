@@ -1,5 +1,5 @@
 /*
- * sig_fuzz.c - libFuzzer target for engine/sig.c.
+ * sig_fuzz.c - libFuzzer target for engine/core/sig.c.
  *
  * Besides "no crash, no over-read", checks on every input:
  *  - failure always carries a reason other than OK and a non-empty detail;

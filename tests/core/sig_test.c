@@ -1,5 +1,5 @@
 /*
- * sig_test.c - unit tests for engine/sig.c: the RFC 6376 A.2 and RFC 8463 A.3
+ * sig_test.c - unit tests for engine/core/sig.c: the RFC 6376 A.2 and RFC 8463 A.3
  * signatures, every tag rule with its success and failure reasons and details, FWS and
  * folding inside values, UTF-8 in d= and i=, and d=/s= name syntax. Each signature is
  * built from a table of valid tags with one tag replaced, removed or added, so a test

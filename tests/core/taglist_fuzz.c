@@ -1,5 +1,5 @@
 /*
- * taglist_fuzz.c - libFuzzer target for engine/taglist.c.
+ * taglist_fuzz.c - libFuzzer target for engine/core/taglist.c.
  *
  * Properties checked on every input, whatever the status:
  *  - tags come out in input order with non-empty names, each name made only of tag-name

@@ -1,5 +1,5 @@
 /*
- * taglist_test.c - unit tests for engine/taglist.c: the RFC 6376 section 3.2 grammar,
+ * taglist_test.c - unit tests for engine/core/taglist.c: the RFC 6376 section 3.2 grammar,
  * value trimming and raw ranges, FWS and folding, every syntax error with its offset,
  * duplicates, the tag limit, and key records as publishers really write them. Inputs
  * sit against a guard page so an over-read crashes.

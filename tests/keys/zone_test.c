@@ -1,5 +1,5 @@
 /*
- * zone_test.c - unit tests for engine/zone.c: loads every keys*.zone of the shared
+ * zone_test.c - unit tests for engine/keys/zone.c: loads every keys*.zone of the shared
  * conformance corpora (DKD_SHARED; exit 77 when absent) and checks lookups there
  * (multi-string records, the escaped owner name, the directives, case-insensitivity),
  * then the master-file syntax the corpora do not use ($ORIGIN, relative names,
