@@ -26,6 +26,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <random>
+#include <ctime>
 #include <string>
 #include <thread>
 #include <vector>
@@ -494,7 +495,7 @@ void BM_VerifyCorpus(benchmark::State &state, const char *set_bucket)
         for (const std::string &msg : c.msgs) {
             dkd_msg_reset(m);
             int rc = dkd_verify_message(m, &src, reinterpret_cast<const uint8_t *>(msg.data()),
-                                        msg.size());
+                                        msg.size(), static_cast<int64_t>(time(nullptr)));
             benchmark::DoNotOptimize(rc);
         }
         passes++;
@@ -557,7 +558,7 @@ void BM_VerifyThreads20k(benchmark::State &state)
         const std::string &msg = sh->c.msgs[i++ % sh->c.msgs.size()];
         dkd_msg_reset(m);
         int rc =
-            dkd_verify_message(m, &src, reinterpret_cast<const uint8_t *>(msg.data()), msg.size());
+            dkd_verify_message(m, &src, reinterpret_cast<const uint8_t *>(msg.data()), msg.size(), static_cast<int64_t>(time(nullptr)));
         benchmark::DoNotOptimize(rc);
         done++;
     }

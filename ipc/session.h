@@ -98,7 +98,8 @@ typedef struct dkd__sess_env {
     void *ctx;
     dkd__wbuf *out;
     dkd__counters *cnt;
-    int64_t (*now_ms)(void *ctx); /* CLOCK_MONOTONIC milliseconds, cached per batch */
+    int64_t (*now_ms)(void *ctx);    /* CLOCK_MONOTONIC milliseconds, cached per batch */
+    int64_t (*unix_time)(void *ctx); /* wall-clock seconds: a verification's default time */
     /* lookup starts a key lookup; ops->key(token, key) follows exactly once (maybe inside
      * this call). A negative return: not started, no completion will come. */
     int (*lookup)(void *ctx, uint64_t token, const char *name);

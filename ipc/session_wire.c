@@ -25,7 +25,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 enum {
     REQ_OVERHEAD = 8192, /* budget charge per request besides its header block */
@@ -100,18 +99,6 @@ struct wire_sess {
     const uint8_t *shm; /* the attached region (read-only), NULL = none */
     uint64_t shm_size;
 };
-
-/* The request whose dkd_msg_begin is running, for dkd__wire_time. */
-static _Thread_local const req *tl_req;
-
-int64_t dkd__wire_time(void *arg)
-{
-    (void)arg;
-    if (tl_req != NULL && tl_req->has_time) {
-        return tl_req->time;
-    }
-    return (int64_t)time(NULL);
-}
 
 static uint64_t token_of(const req *r, unsigned key)
 {
@@ -647,9 +634,8 @@ static void feed_message(req *r, const uint8_t *hdr, size_t hlen, const uint8_t 
                          size_t body_len)
 {
     wire_sess *s = r->s;
-    tl_req = r;
-    int rc = dkd_msg_begin(r->m, hdr, hlen);
-    tl_req = NULL;
+    int64_t now = r->has_time ? r->time : s->env.unix_time(s->env.ctx);
+    int rc = dkd_msg_begin(r->m, hdr, hlen, now);
     if (rc == 0) {
         rc = start_lookups(r);
     }

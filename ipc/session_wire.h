@@ -26,8 +26,4 @@ typedef struct dkd__wire_cfg {
 
 extern const dkd__sess_ops dkd__wire_session;
 
-/* dkd__wire_time: the verification time a request asked for (option 2), else
- * time(NULL); the engine clock (dkd_config.clock) the daemon installs. */
-int64_t dkd__wire_time(void *arg);
-
 #endif

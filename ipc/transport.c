@@ -518,6 +518,12 @@ static int64_t env_now(void *ctx)
     return ((conn *)ctx)->w->now_ms;
 }
 
+static int64_t env_unix_time(void *ctx)
+{
+    (void)ctx;
+    return (int64_t)time(NULL);
+}
+
 static void lookup_apply(worker *w, lookup *lk, dkd_key *key)
 {
     conn *c = lk->c;
@@ -889,6 +895,7 @@ static void on_accept(worker *w, const listener *l, struct io_uring_cqe *cqe)
         .out = &c->pend,
         .cnt = &w->cnt,
         .now_ms = env_now,
+        .unix_time = env_unix_time,
         .lookup = env_lookup,
         .timer_arm = env_timer_arm,
         .timer_cancel = env_timer_cancel,

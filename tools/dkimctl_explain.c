@@ -11,6 +11,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <dkimd/engine.h>
 #include <dkimd/sign.h>
@@ -53,11 +54,6 @@ static const char explain_help[] =
     "\n"
     "exit status: 0 the message was explained (whatever its results), 1 the message or\n"
     "the key source could not be read, 2 usage error.\n";
-
-static int64_t fixed_clock(void *arg)
-{
-    return *(const int64_t *)arg;
-}
 
 /*
  * org_domain approximates the organizational domain (RFC 7489 3.2) by the last two
@@ -119,10 +115,11 @@ static void cause(char *out, size_t cap, const dkd_sig_result *r, const char *qn
                  r->key_testing ? "; the record still says t=y (testing): remove it" : "");
         break;
     case DKD_REASON_KEY_NOT_FOUND:
-        snprintf(out, cap, "queried TXT %s: %s. Publish the record for selector '%s' (dkimctl "
+        snprintf(out, cap,
+                 "queried TXT %s: %s. Publish the record for selector '%s' (dkimctl "
                  "keygen prints it) and check it with: dkimctl check-record --domain %s "
-                 "--selector %s", qname, r->detail[0] ? r->detail : "no record", r->s, r->d,
-                 r->s);
+                 "--selector %s",
+                 qname, r->detail[0] ? r->detail : "no record", r->s, r->d, r->s);
         break;
     case DKD_REASON_KEY_SYNTAX:
     case DKD_REASON_KEY_REVOKED:
@@ -131,8 +128,10 @@ static void cause(char *out, size_t cap, const dkd_sig_result *r, const char *qn
     case DKD_REASON_KEY_HASH:
     case DKD_REASON_KEY_SERVICE:
     case DKD_REASON_KEY_STRICT_IDENTITY:
-        snprintf(out, cap, "the record at %s: %s. Every problem in it is listed by: dkimctl "
-                 "check-record --domain %s --selector %s", qname, r->detail, r->d, r->s);
+        snprintf(out, cap,
+                 "the record at %s: %s. Every problem in it is listed by: dkimctl "
+                 "check-record --domain %s --selector %s",
+                 qname, r->detail, r->d, r->s);
         break;
     case DKD_REASON_KEY_TOO_SMALL:
     case DKD_REASON_KEY_TOO_LARGE:
@@ -142,28 +141,33 @@ static void cause(char *out, size_t cap, const dkd_sig_result *r, const char *qn
     case DKD_REASON_DNS_ERROR:
     case DKD_REASON_DNS_TIMEOUT:
     case DKD_REASON_DNSSEC_BOGUS:
-        snprintf(out, cap, "the lookup of TXT %s failed (%s); the result is temporary and "
-                 "receivers retry or treat the mail as unauthenticated meanwhile", qname,
-                 r->detail[0] ? r->detail : dkd_reason_code(r->reason));
+        snprintf(out, cap,
+                 "the lookup of TXT %s failed (%s); the result is temporary and "
+                 "receivers retry or treat the mail as unauthenticated meanwhile",
+                 qname, r->detail[0] ? r->detail : dkd_reason_code(r->reason));
         break;
     case DKD_REASON_SIGNATURE_MISMATCH:
-        snprintf(out, cap, "the body hash matched, so the body arrived intact, but the header "
+        snprintf(out, cap,
+                 "the body hash matched, so the body arrived intact, but the header "
                  "signature does not verify with the %u-bit key at %s. Either the MTA signs "
                  "with a private key whose public half is not the one published (check with: "
                  "dkimctl check-record --domain %s --selector %s --key PRIVATE.pem), or a hop "
-                 "changed a signed header such as Subject or From", r->key_bits, qname, r->d,
-                 r->s);
+                 "changed a signed header such as Subject or From",
+                 r->key_bits, qname, r->d, r->s);
         break;
     case DKD_REASON_BODY_HASH_MISMATCH:
         if (r->has_l) {
-            snprintf(out, cap, "the first %" PRIu64 " canonical body bytes (l=) no longer hash "
+            snprintf(out, cap,
+                     "the first %" PRIu64 " canonical body bytes (l=) no longer hash "
                      "to bh=; the body now has %" PRIu64 " bytes. A hop changed the body: a "
-                     "footer, a disclaimer, re-encoding or line wrapping", r->body_signed,
-                     r->body_total);
+                     "footer, a disclaimer, re-encoding or line wrapping",
+                     r->body_signed, r->body_total);
         } else {
-            snprintf(out, cap, "the body (%" PRIu64 " canonical bytes as received) does not "
+            snprintf(out, cap,
+                     "the body (%" PRIu64 " canonical bytes as received) does not "
                      "hash to bh=: a hop changed it after signing, e.g. a list footer, an "
-                     "antivirus disclaimer, re-encoding or line wrapping", r->body_total);
+                     "antivirus disclaimer, re-encoding or line wrapping",
+                     r->body_total);
         }
         break;
     case DKD_REASON_BODY_LENGTH:
@@ -171,8 +175,10 @@ static void cause(char *out, size_t cap, const dkd_sig_result *r, const char *qn
                  r->body_signed, r->body_total);
         break;
     case DKD_REASON_PARTIAL_BODY:
-        snprintf(out, cap, "l= covers %" PRIu64 " of %" PRIu64 " canonical body bytes; the "
-                 "rest could have been appended by anyone", r->body_signed, r->body_total);
+        snprintf(out, cap,
+                 "l= covers %" PRIu64 " of %" PRIu64 " canonical body bytes; the "
+                 "rest could have been appended by anyone",
+                 r->body_signed, r->body_total);
         break;
     default:
         snprintf(out, cap, "%s", r->detail);
@@ -186,8 +192,8 @@ static void json_alignment(alignment a)
            a.relaxed ? "true" : "false");
 }
 
-static void explain_json(const char *file, const dkd_sig_result *res, size_t n,
-                         const char *from, size_t nfrom, const char *authres)
+static void explain_json(const char *file, const dkd_sig_result *res, size_t n, const char *from,
+                         size_t nfrom, const char *authres)
 {
     printf("{\"file\": ");
     json_cstring(stdout, file);
@@ -224,8 +230,8 @@ static void explain_json(const char *file, const dkd_sig_result *res, size_t n,
     printf("}\n");
 }
 
-static void explain_plain(const char *file, const dkd_sig_result *res, size_t n,
-                          const char *from, size_t nfrom, const char *authres)
+static void explain_plain(const char *file, const dkd_sig_result *res, size_t n, const char *from,
+                          size_t nfrom, const char *authres)
 {
     printf("%s\n", file);
     if (nfrom == 1 && from[0]) {
@@ -383,8 +389,8 @@ int dkimctl_explain(int argc, char **argv)
         }
         dkd_client *cl = NULL;
         dkd_client_result *cr = NULL;
-        dkd_client_opts copts = {.authserv_id = have_authserv ? authserv_id : NULL,
-                                 .has_time = have_now, .time = now};
+        dkd_client_opts copts = {
+            .authserv_id = have_authserv ? authserv_id : NULL, .has_time = have_now, .time = now};
         int crc = dkd_client_connect(socket_path, &cl);
         if (crc == 0) {
             crc = dkd_client_verify(cl, msg, len, &copts, &cr);
@@ -417,14 +423,11 @@ int dkimctl_explain(int argc, char **argv)
     }
     dkd_config cfg;
     dkd_config_init(&cfg);
-    if (have_now) {
-        cfg.clock = fixed_clock;
-        cfg.clock_arg = &now;
-    }
     dkd_engine *eng = dkd_engine_new(&cfg);
     dkd_msg *m = dkd_msg_new(eng);
     int status = DKIMCTL_OK;
-    int rc = m != NULL ? dkd_verify_message(m, &keys.src, msg, len) : DKD_ERR_NOMEM;
+    int64_t at = have_now ? now : (int64_t)time(NULL);
+    int rc = m != NULL ? dkd_verify_message(m, &keys.src, msg, len, at) : DKD_ERR_NOMEM;
     if (rc != 0) {
         fprintf(stderr, "dkimctl explain: %s: %s\n", file, dkd_strerror(rc));
         status = DKIMCTL_FAILED;

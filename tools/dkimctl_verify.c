@@ -9,6 +9,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <dkimd/engine.h>
 #include <dkimd/resolver.h>
@@ -72,11 +73,6 @@ typedef struct verify_opts {
     int64_t now;
 } verify_opts;
 
-static int64_t fixed_clock(void *arg)
-{
-    return *(const int64_t *)arg;
-}
-
 static bool parse_uint(const char *s, unsigned long long max, unsigned long long *out)
 {
     char *end;
@@ -94,8 +90,7 @@ static bool parse_uint(const char *s, unsigned long long max, unsigned long long
 
 /* The printers take a results array so that verdicts from a running dkimd (--socket,
  * converted by libdkimd into the same dkd_sig_result) print exactly like in-process ones. */
-static void print_json(const char *file, const dkd_sig_result *res, size_t n,
-                       const char *authres)
+static void print_json(const char *file, const dkd_sig_result *res, size_t n, const char *authres)
 {
     printf("{\"file\": ");
     json_cstring(stdout, file);
@@ -111,8 +106,7 @@ static void print_json(const char *file, const dkd_sig_result *res, size_t n,
     printf("}\n");
 }
 
-static void print_plain(const char *file, const dkd_sig_result *res, size_t n,
-                        const char *authres)
+static void print_plain(const char *file, const dkd_sig_result *res, size_t n, const char *authres)
 {
     if (n == 0) {
         printf("%s: dkim=none: %s\n    fix: %s\n", file,
@@ -195,8 +189,8 @@ static int verify_socket(const verify_opts *o, const dkd_config *cfg, int argc, 
         dkd_client_close(cl);
         return DKIMCTL_FAILED;
     }
-    dkd_client_opts copts = {.authserv_id = o->authserv_id, .has_time = o->have_now,
-                             .time = o->now};
+    dkd_client_opts copts = {
+        .authserv_id = o->authserv_id, .has_time = o->have_now, .time = o->now};
     int status = DKIMCTL_OK;
     for (int i = optind; i < argc; i++) {
         size_t len;
@@ -329,10 +323,6 @@ int dkimctl_verify(int argc, char **argv)
         return DKIMCTL_FAILED;
     }
     dkd_keysrc src = keys.src;
-    if (o.have_now) {
-        cfg.clock = fixed_clock;
-        cfg.clock_arg = &o.now;
-    }
     dkd_engine *eng = dkd_engine_new(&cfg);
     dkd_msg *m = dkd_msg_new(eng);
     if (m == NULL) {
@@ -348,7 +338,7 @@ int dkimctl_verify(int argc, char **argv)
             status = DKIMCTL_FAILED;
             continue;
         }
-        int rc = dkd_verify_message(m, &src, msg, len);
+        int rc = dkd_verify_message(m, &src, msg, len, o.have_now ? o.now : (int64_t)time(NULL));
         if (rc != 0) {
             fprintf(stderr, "dkimctl verify: %s: %s\n", argv[i], dkd_strerror(rc));
             status = DKIMCTL_FAILED;

@@ -38,7 +38,6 @@
 #include <dkimd/resolver.h>
 
 #include "server.h"
-#include "session_wire.h"
 
 /*
  * jemalloc options, read by jemalloc at start-up (ignored in sanitizer builds, which use
@@ -880,8 +879,6 @@ int main(int argc, char **argv)
     ecfg.allow_sha1 = s.allow_sha1;
     ecfg.min_rsa_bits = s.min_rsa_bits;
     ecfg.max_signatures = s.max_signatures;
-    ecfg.clock = dkd__wire_time;
-    ecfg.clock_arg = NULL;
     dkd_engine *eng = dkd_engine_new(&ecfg);
 
     char err[512];

@@ -23,7 +23,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 
 #include <openssl/core_names.h>
 #include <openssl/evp.h>
@@ -64,8 +63,8 @@ typedef struct body_group {
 } body_group;
 
 typedef struct sig_state {
-    dkd_sig *sig;        /* NULL when the field did not parse */
-    bool decided;        /* verdict known before any key (syntax, policy) */
+    dkd_sig *sig; /* NULL when the field did not parse */
+    bool decided; /* verdict known before any key (syntax, policy) */
     size_t key_idx;
     size_t group_idx;
     unsigned hdr_digest_len;
@@ -125,8 +124,6 @@ void dkd_config_init(dkd_config *cfg)
     cfg->allow_sha1 = false;
     cfg->refuse_partial_body = false;
     cfg->clock_skew = 300;
-    cfg->clock = NULL;
-    cfg->clock_arg = NULL;
     cfg->max_header_bytes = 1u << 20;
     cfg->max_header_fields = 1000;
     cfg->canon_impl = DKD_CANON_IMPL_AUTO;
@@ -137,7 +134,7 @@ void dkd_config_init(dkd_config *cfg)
 static enum dkd_canon_impl resolve_canon_impl(enum dkd_canon_impl want)
 {
     return want != DKD_CANON_IMPL_AUTO && dkd__canon_impl_supported(want) ? want
-                                                                           : dkd__canon_impl_best();
+                                                                          : dkd__canon_impl_best();
 }
 
 static enum dkd_sha256_impl resolve_sha256_impl(enum dkd_sha256_impl want)
@@ -283,14 +280,6 @@ void dkd_msg_free(dkd_msg *m)
     free(m);
 }
 
-static int64_t msg_clock(const dkd_engine *eng)
-{
-    if (eng->cfg.clock != NULL) {
-        return eng->cfg.clock(eng->cfg.clock_arg);
-    }
-    return (int64_t)time(NULL);
-}
-
 /* ---- results ---- */
 
 static const char *arena_span(dkd_msg *m, dkd_span s)
@@ -358,8 +347,7 @@ static EVP_MD_CTX *pool_md(dkd_msg *m, size_t i)
  * 50-100 bytes, so a typical message fits at once and the arena part left unused is
  * small) and doubles when full, up to the configured maximum: counting lines first to
  * size it exactly, as this did before, cost a second scan of the block. */
-static int parse_fields(dkd_msg *m, dkd_span block, dkd_field **out, size_t *count,
-                        size_t *end)
+static int parse_fields(dkd_msg *m, dkd_span block, dkd_field **out, size_t *count, size_t *end)
 {
     size_t limit = m->eng->cfg.max_header_fields;
     size_t cap = block.len / 64 + 16;
@@ -486,8 +474,7 @@ static void hash_headers(dkd_msg *m, sig_state *st, const dkd_field *fields, hdr
             size_t f = f1 - 1;
             if (sel->mark[f] != gen && dkd__span_eq_nocase(fields[f].name, sig->h_names[h])) {
                 sel->mark[f] = gen;
-                dkd__canon_header(sig->canon_header, fields[f].raw, 0, 0, true, batch_sink,
-                                  &batch);
+                dkd__canon_header(sig->canon_header, fields[f].raw, 0, 0, true, batch_sink, &batch);
                 break;
             }
         }
@@ -586,9 +573,9 @@ static bool precheck(dkd_msg *m, const dkd_sig *sig, dkd_sig_result *r)
     return false;
 }
 
-static int begin_fields(dkd_msg *m, dkd_field *fields, size_t nfields);
+static int begin_fields(dkd_msg *m, dkd_field *fields, size_t nfields, int64_t now);
 
-int dkd_msg_begin(dkd_msg *m, const uint8_t *hdr, size_t len)
+int dkd_msg_begin(dkd_msg *m, const uint8_t *hdr, size_t len, int64_t now)
 {
     if (m->state != MSG_IDLE) {
         return DKD_ERR_STATE;
@@ -602,14 +589,14 @@ int dkd_msg_begin(dkd_msg *m, const uint8_t *hdr, size_t len)
     if (rc != 0) {
         return rc;
     }
-    return begin_fields(m, fields, nfields);
+    return begin_fields(m, fields, nfields, now);
 }
 
 /* begin_fields is dkd_msg_begin after the header block is indexed. */
-static int begin_fields(dkd_msg *m, dkd_field *fields, size_t nfields)
+static int begin_fields(dkd_msg *m, dkd_field *fields, size_t nfields, int64_t now)
 {
     const dkd_config *cfg = &m->eng->cfg;
-    m->now = msg_clock(m->eng);
+    m->now = now;
     int rc = 0;
     size_t nsigs = 0;
     for (size_t f = 0; f < nfields; f++) {
@@ -637,8 +624,7 @@ static int begin_fields(dkd_msg *m, dkd_field *fields, size_t nfields)
         size_t idx = m->nsigs++;
         sig_state *st = &m->sigs[idx];
         dkd_sig_result *r = &m->results[idx];
-        *r = (dkd_sig_result){.detail = "", .d = "", .s = "", .i = "", .a = "",
-                              .b_prefix = ""};
+        *r = (dkd_sig_result){.detail = "", .d = "", .s = "", .i = "", .a = "", .b_prefix = ""};
         if (idx >= cfg->max_signatures) {
             st->decided = true;
             decide_fmt(m, r, DKD_RESULT_NEUTRAL, DKD_REASON_NOT_EVALUATED,
@@ -769,8 +755,8 @@ static bool rsa_verify(dkd_msg *m, const dkd_key *key, const EVP_MD *md, const u
 
 /* RFC 8463: Ed25519 (pure, no pre-hash of its own) over the SHA-256 of the header hash
  * input, which is exactly the header digest we already have. */
-static bool ed25519_verify(dkd_msg *m, const dkd_key *key, const uint8_t *digest,
-                           size_t digest_len, const uint8_t *sigbytes, size_t sig_len)
+static bool ed25519_verify(dkd_msg *m, const dkd_key *key, const uint8_t *digest, size_t digest_len,
+                           const uint8_t *sigbytes, size_t sig_len)
 {
     EVP_MD_CTX_reset(m->ed_md);
     return EVP_DigestVerifyInit_ex(m->ed_md, NULL, NULL, NULL, NULL, key->pkey, NULL) == 1 &&
@@ -841,8 +827,8 @@ static void verdict(dkd_msg *m, sig_state *st, dkd_sig_result *r)
     }
     unsigned hash_bit = sig->hash == DKD_HASH_SHA1 ? DKD_KEY_HASH_SHA1 : DKD_KEY_HASH_SHA256;
     if ((key->hashes & hash_bit) == 0) {
-        decide_fmt(m, r, DKD_RESULT_PERMERROR, DKD_REASON_KEY_HASH,
-                   "key h= does not list %s", sig->hash == DKD_HASH_SHA1 ? "sha1" : "sha256");
+        decide_fmt(m, r, DKD_RESULT_PERMERROR, DKD_REASON_KEY_HASH, "key h= does not list %s",
+                   sig->hash == DKD_HASH_SHA1 ? "sha1" : "sha256");
         return;
     }
     if ((key->flags & DKD_KEY_STRICT) != 0 &&
@@ -853,14 +839,13 @@ static void verdict(dkd_msg *m, sig_state *st, dkd_sig_result *r)
     }
     if (key->type == DKD_KEY_RSA && key->bits > cfg->max_rsa_bits) {
         decide_fmt(m, r, DKD_RESULT_PERMERROR, DKD_REASON_KEY_TOO_LARGE,
-                   "%u-bit RSA key; the maximum accepted is %u bits", key->bits,
-                   cfg->max_rsa_bits);
+                   "%u-bit RSA key; the maximum accepted is %u bits", key->bits, cfg->max_rsa_bits);
         return;
     }
     if (sig->has_l && sig->l > bg->bc.emitted) {
         decide_fmt(m, r, DKD_RESULT_PERMERROR, DKD_REASON_BODY_LENGTH,
-                   "l=%llu but the canonical body has %llu bytes",
-                   (unsigned long long)sig->l, (unsigned long long)bg->bc.emitted);
+                   "l=%llu but the canonical body has %llu bytes", (unsigned long long)sig->l,
+                   (unsigned long long)bg->bc.emitted);
         return;
     }
     if (sig->bh_len != bg->digest_len || memcmp(sig->bh, bg->digest, bg->digest_len) != 0) {
@@ -868,8 +853,7 @@ static void verdict(dkd_msg *m, sig_state *st, dkd_sig_result *r)
         return;
     }
     bool good = key->type == DKD_KEY_ED25519
-                    ? ed25519_verify(m, key, st->hdr_digest, st->hdr_digest_len, sig->b,
-                                     sig->b_len)
+                    ? ed25519_verify(m, key, st->hdr_digest, st->hdr_digest_len, sig->b, sig->b_len)
                     : rsa_verify(m, key, engine_md(m->eng, sig->hash), st->hdr_digest,
                                  st->hdr_digest_len, sig->b, sig->b_len);
     if (!good) {
@@ -969,7 +953,7 @@ static void sync_done(void *arg, dkd_key *key)
  * Only max_header_bytes + 1 bytes are looked at: if the empty line does not end within
  * the limit, the block is too large whatever follows.
  */
-static int begin_message(dkd_msg *m, const uint8_t *msg, size_t len, size_t *hlen)
+static int begin_message(dkd_msg *m, const uint8_t *msg, size_t len, int64_t now, size_t *hlen)
 {
     if (m->state != MSG_IDLE) {
         return DKD_ERR_STATE;
@@ -992,13 +976,14 @@ static int begin_message(dkd_msg *m, const uint8_t *msg, size_t len, size_t *hle
         return DKD_ERR_TOO_LARGE;
     }
     *hlen = n;
-    return begin_fields(m, fields, nfields);
+    return begin_fields(m, fields, nfields, now);
 }
 
-int dkd_verify_message(dkd_msg *m, const dkd_keysrc *src, const uint8_t *msg, size_t len)
+int dkd_verify_message(dkd_msg *m, const dkd_keysrc *src, const uint8_t *msg, size_t len,
+                       int64_t now)
 {
     size_t hlen = 0;
-    int rc = begin_message(m, msg, len, &hlen);
+    int rc = begin_message(m, msg, len, now, &hlen);
     if (rc != 0) {
         return rc;
     }
@@ -1008,8 +993,8 @@ int dkd_verify_message(dkd_msg *m, const dkd_keysrc *src, const uint8_t *msg, si
         if (rc != 0 || m->keys[k].key == NULL) {
             /* A source that cannot answer now is a temporary failure for this key, not
              * a reason to drop the other signatures. */
-            dkd_msg_key_ready(m, k, dkd_key_from_failure(DKD_REASON_DNS_TIMEOUT,
-                                                         "key source gave no answer"));
+            dkd_msg_key_ready(
+                m, k, dkd_key_from_failure(DKD_REASON_DNS_TIMEOUT, "key source gave no answer"));
         }
     }
     if ((rc = dkd_msg_body(m, msg + hlen, len - hlen)) != 0) {

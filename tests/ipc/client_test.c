@@ -72,11 +72,6 @@ static const char *root(void)
     return r != NULL ? r : ".";
 }
 
-static int64_t clock_of(void *arg)
-{
-    return *(const int64_t *)arg;
-}
-
 static void put_result(dkd__wbuf *b, uint32_t id, dkd_msg *m, dkd_span asid)
 {
     char as[256];
@@ -167,12 +162,12 @@ static void handle(conn *c, const dkd__wire_header *h, dkd_span pl)
         assert_int_equal(dkd__wire_decode_hello(pl, &hh), 0);
         assert_int_equal(hh.min_version, 1);
         dkd__wire_hello_ok ok = {.version = 1,
-                                .max_frame = f->max_frame,
-                                .max_message = 1ull << 32,
-                                .max_header_block = 65536,
-                                .max_inflight = f->max_inflight,
-                                .max_chunk = f->max_chunk,
-                                .server_name = dkd__span_str("fake")};
+                                 .max_frame = f->max_frame,
+                                 .max_message = 1ull << 32,
+                                 .max_header_block = 65536,
+                                 .max_inflight = f->max_inflight,
+                                 .max_chunk = f->max_chunk,
+                                 .server_name = dkd__span_str("fake")};
         dkd__wire_put_hello_ok(answer(c), 0, &ok);
         c->hello = true;
         return;
@@ -185,14 +180,15 @@ static void handle(conn *c, const dkd__wire_header *h, dkd_span pl)
         assert_int_equal(dkd__wire_decode_verify(pl, &v), 0);
         if (mode == MODE_ERROR_VERIFY) {
             dkd__wire_put_error(answer(c), h->request_id, DKD__WIRE_E_OVERLOADED,
-                               dkd__span_str("busy"));
+                                dkd__span_str("busy"));
         } else if (mode == MODE_GARBAGE) {
             dkd__wire_put_data(answer(c), DKD__WIRE_RESULT, h->request_id, dkd__span("\0\5", 2));
         } else if (mode == MODE_RANDOM) {
             /* A header the client accepts (its version, a plausible type, this id) and a
              * random payload, so the reply decoders see hostile input; sometimes junk. */
-            static const uint8_t types[] = {DKD__WIRE_RESULT,      DKD__WIRE_ERROR,    DKD__WIRE_PONG,
-                                            DKD__WIRE_STATS_REPLY, DKD__WIRE_HELLO_OK, 0x42};
+            static const uint8_t types[] = {DKD__WIRE_RESULT,   DKD__WIRE_ERROR,
+                                            DKD__WIRE_PONG,     DKD__WIRE_STATS_REPLY,
+                                            DKD__WIRE_HELLO_OK, 0x42};
             uint8_t junk[300];
             size_t n = (size_t)rand() % sizeof junk;
             for (size_t k = 0; k < n; k++) {
@@ -211,7 +207,7 @@ static void handle(conn *c, const dkd__wire_header *h, dkd_span pl)
         } else if (mode != MODE_SILENT) {
             f->now = v.opts.has_time ? v.opts.time : NOW;
             dkd_keysrc src = dkd_zone_keysrc(f->zone);
-            assert_int_equal(dkd_verify_message(c->whole, &src, v.data.ptr, v.data.len), 0);
+            assert_int_equal(dkd_verify_message(c->whole, &src, v.data.ptr, v.data.len, f->now), 0);
             put_result(answer(c), h->request_id, c->whole, asid_of(&v));
             dkd_msg_reset(c->whole);
             atomic_fetch_add(&f->served, 1);
@@ -228,12 +224,12 @@ static void handle(conn *c, const dkd__wire_header *h, dkd_span pl)
         if (mode == MODE_EARLY_ERROR) {
             st->discarding = true;
             dkd__wire_put_error(answer(c), h->request_id, DKD__WIRE_E_TOO_LARGE,
-                               dkd__span_str("header block too large"));
+                                dkd__span_str("header block too large"));
             break;
         }
         st->m = dkd_msg_new(f->eng);
         f->now = v.opts.has_time ? v.opts.time : NOW;
-        assert_int_equal(dkd_msg_begin(st->m, v.data.ptr, v.data.len), 0);
+        assert_int_equal(dkd_msg_begin(st->m, v.data.ptr, v.data.len, f->now), 0);
         lookup_all(f, st->m);
         break;
     case DKD__WIRE_VERIFY_BODY:
@@ -363,8 +359,6 @@ static fake *fake_start(uint32_t max_frame, uint32_t max_chunk, uint32_t max_inf
     assert_non_null(f->zone);
     dkd_config cfg;
     dkd_config_init(&cfg);
-    cfg.clock = clock_of;
-    cfg.clock_arg = &f->now;
     f->eng = dkd_engine_new(&cfg);
     snprintf(f->path, sizeof f->path, "/tmp/dkd-client-test-%d-%p.sock", (int)getpid(), (void *)f);
     unlink(f->path);
@@ -460,12 +454,10 @@ static void expect_same(const dkd_client_result *r, const uint8_t *msg, size_t l
     int64_t now = NOW;
     dkd_config cfg;
     dkd_config_init(&cfg);
-    cfg.clock = clock_of;
-    cfg.clock_arg = &now;
     dkd_engine *eng = dkd_engine_new(&cfg);
     dkd_msg *m = dkd_msg_new(eng);
     dkd_keysrc src = dkd_zone_keysrc(z);
-    assert_int_equal(dkd_verify_message(m, &src, msg, len), 0);
+    assert_int_equal(dkd_verify_message(m, &src, msg, len, now), 0);
     size_t n;
     const dkd_sig_result *want = dkd_msg_results(m, &n);
     assert_non_null(r);
@@ -640,8 +632,7 @@ static int pipeline_samples(dkd_client *c, int n, const char *authserv, int *bus
     int out_of_order = 0;
     for (int k = 0; k < n; k++) {
         assert_int_equal(jobs[k].status, 0);
-        expect_same(jobs[k].r, samples[jobs[k].sample].msg, samples[jobs[k].sample].len,
-                    authserv);
+        expect_same(jobs[k].r, samples[jobs[k].sample].msg, samples[jobs[k].sample].len, authserv);
         dkd_client_result_free(jobs[k].r);
         out_of_order += k > 0 && jobs[k].order < jobs[k - 1].order;
     }

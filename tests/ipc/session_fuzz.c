@@ -63,6 +63,12 @@ static int64_t h_now(void *ctx)
     return ((harness *)ctx)->now;
 }
 
+static int64_t h_unix_time(void *ctx)
+{
+    (void)ctx;
+    return 1700000000;
+}
+
 static int h_lookup(void *ctx, uint64_t token, const char *name)
 {
     harness *h = ctx;
@@ -415,6 +421,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         .out = &h->out,
         .cnt = &h->cnt,
         .now_ms = h_now,
+        .unix_time = h_unix_time,
         .lookup = h_lookup,
         .timer_arm = h_timer_arm,
         .timer_cancel = h_timer_cancel,

@@ -266,14 +266,15 @@ static void test_shm_frames(void **state)
     check_exact(p, dec_shm_attach, &size);
     assert_true(size == 1ull << 33);
     static const uint8_t zero[8];
-    assert_int_equal(dkd__wire_decode_shm_attach(dkd__span(zero, 8), &size), DKD__WIRE_ERR_MALFORMED);
+    assert_int_equal(dkd__wire_decode_shm_attach(dkd__span(zero, 8), &size),
+                     DKD__WIRE_ERR_MALFORMED);
 
     dkd__wire_verify_shm v = {.opts = {.has_authserv_id = true,
-                                      .authserv_id = S("mx.example.net"),
-                                      .has_time = true,
-                                      .time = -5},
-                             .offset = 4096,
-                             .length = 123456};
+                                       .authserv_id = S("mx.example.net"),
+                                       .has_time = true,
+                                       .time = -5},
+                              .offset = 4096,
+                              .length = 123456};
     dkd__wbuf_reset(&b);
     dkd__wire_put_verify_shm(&b, 10, &v);
     p = split_one(&b, &h);
@@ -360,8 +361,8 @@ static void test_verify(void **state)
     };
     for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
         dkd__wire_verify d;
-        int rc =
-            dkd__wire_decode_verify(dkd__span(guard_copy(bad[k].bytes, bad[k].len), bad[k].len), &d);
+        int rc = dkd__wire_decode_verify(
+            dkd__span(guard_copy(bad[k].bytes, bad[k].len), bad[k].len), &d);
         if (rc != DKD__WIRE_ERR_MALFORMED) {
             fail_msg("%s: accepted", bad[k].why);
         }
@@ -511,8 +512,8 @@ static void test_stats_error_data(void **state)
 
     /* Data frames carry their payload as is. */
     for (int t = 0; t < 5; t++) {
-        static const uint8_t types[] = {DKD__WIRE_VERIFY_BODY, DKD__WIRE_VERIFY_END, DKD__WIRE_STATS,
-                                        DKD__WIRE_PING, DKD__WIRE_PONG};
+        static const uint8_t types[] = {DKD__WIRE_VERIFY_BODY, DKD__WIRE_VERIFY_END,
+                                        DKD__WIRE_STATS, DKD__WIRE_PING, DKD__WIRE_PONG};
         dkd__wbuf_reset(&b);
         dkd_span data = types[t] == DKD__WIRE_VERIFY_END || types[t] == DKD__WIRE_STATS
                             ? dkd__span(NULL, 0)
@@ -607,11 +608,6 @@ static void test_reason_table(void **state)
 
 /* ---- the exchange dump of PROTOCOL.md section 6 ---- */
 
-static int64_t dump_clock(void *arg)
-{
-    return *(const int64_t *)arg;
-}
-
 static void hexdump(dkd__wbuf *out, const char *dir, const uint8_t *p, size_t n)
 {
     dkd__wire_header h;
@@ -663,8 +659,6 @@ static char *make_dump(void)
     int64_t now = 1764003600;
     dkd_config cfg;
     dkd_config_init(&cfg);
-    cfg.clock = dump_clock;
-    cfg.clock_arg = &now;
     dkd_engine *eng = dkd_engine_new(&cfg);
     dkd_msg *m = dkd_msg_new(eng);
     dkd_keysrc src = dkd_zone_keysrc(zone);
@@ -672,7 +666,8 @@ static char *make_dump(void)
     dkd__wbuf out, f;
     dkd__wbuf_init(&out);
     dkd__wbuf_init(&f);
-    dkd__wire_hello hello = {.min_version = 1, .max_version = 1, .client_name = S("libdkimd/0.1.0")};
+    dkd__wire_hello hello = {
+        .min_version = 1, .max_version = 1, .client_name = S("libdkimd/0.1.0")};
     dkd__wire_put_hello(&f, 0, &hello);
     hexdump(&out, ">", f.ptr, f.len);
 
@@ -682,10 +677,10 @@ static char *make_dump(void)
 
     dkd__wbuf_reset(&f);
     dkd__wire_verify v = {.opts = {.has_authserv_id = true,
-                                  .authserv_id = S("mx.example.net"),
-                                  .has_time = true,
-                                  .time = now},
-                         .data = S(msg)};
+                                   .authserv_id = S("mx.example.net"),
+                                   .has_time = true,
+                                   .time = now},
+                          .data = S(msg)};
     dkd__wire_put_verify(&f, DKD__WIRE_VERIFY, 1, &v);
     hexdump(&out, ">", f.ptr, f.len);
 
@@ -695,7 +690,7 @@ static char *make_dump(void)
     dkd__wire_verify dv;
     bool ok = dkd__wire_frame_split(&in, 1, UINT32_MAX, &h, &payload) == 1 &&
               dkd__wire_decode_verify(payload, &dv) == 0 &&
-              dkd_verify_message(m, &src, dv.data.ptr, dv.data.len) == 0;
+              dkd_verify_message(m, &src, dv.data.ptr, dv.data.len, now) == 0;
     size_t n = 0;
     const dkd_sig_result *res = ok ? dkd_msg_results(m, &n) : NULL;
     char asid[64];
@@ -769,16 +764,11 @@ int main(int argc, char **argv)
         return 0;
     }
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_header_and_split),
-        cmocka_unit_test(test_hello),
-        cmocka_unit_test(test_hello_ok),
-        cmocka_unit_test(test_verify),
-        cmocka_unit_test(test_shm_frames),
-        cmocka_unit_test(test_result),
-        cmocka_unit_test(test_stats_error_data),
-        cmocka_unit_test(test_wbuf),
-        cmocka_unit_test(test_reason_table),
-        cmocka_unit_test(test_protocol_dump),
+        cmocka_unit_test(test_header_and_split), cmocka_unit_test(test_hello),
+        cmocka_unit_test(test_hello_ok),         cmocka_unit_test(test_verify),
+        cmocka_unit_test(test_shm_frames),       cmocka_unit_test(test_result),
+        cmocka_unit_test(test_stats_error_data), cmocka_unit_test(test_wbuf),
+        cmocka_unit_test(test_reason_table),     cmocka_unit_test(test_protocol_dump),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -494,7 +494,7 @@ static void test_coalescing(void **state)
     for (int i = 0; i < N; i++) {
         slots[i].m = dkd_msg_new(eng);
         slots[i].box = &b;
-        assert_int_equal(dkd_msg_begin(slots[i].m, msg, hlen), 0);
+        assert_int_equal(dkd_msg_begin(slots[i].m, msg, hlen, (int64_t)time(NULL)), 0);
         assert_int_equal(dkd_msg_key_count(slots[i].m), 1);
         assert_string_equal(dkd_msg_key_name(slots[i].m, 0), name);
     }

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <dkimd/engine.h>
@@ -60,7 +61,7 @@ static enum dkd_reason verify_first(const uint8_t *m, size_t len)
 {
     dkd_keysrc src = dkd_zone_keysrc(zone);
     dkd_msg_reset(msg);
-    int rc = dkd_verify_message(msg, &src, m, len);
+    int rc = dkd_verify_message(msg, &src, m, len, (int64_t)time(NULL));
     if (rc != 0) {
         return DKD_REASON__COUNT; /* too large for the engine's limits: no verdict */
     }

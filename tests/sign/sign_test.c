@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -55,7 +56,8 @@ static int setup(void **state)
     char zonetext[4096], path[512];
     snprintf(zonetext, sizeof zonetext,
              "rsa._domainkey.example.com. IN TXT \"%s\"\n"
-             "ed._domainkey.example.com. IN TXT \"%s\"\n", r1, r2);
+             "ed._domainkey.example.com. IN TXT \"%s\"\n",
+             r1, r2);
     free(r1);
     free(r2);
     snprintf(path, sizeof path, "%s/keys.zone", tmpdir);
@@ -96,7 +98,7 @@ static enum dkd_reason verify_one(const uint8_t *m, size_t len, enum dkd_result 
     dkd_engine *eng = dkd_engine_new(&cfg);
     dkd_msg *msg = dkd_msg_new(eng);
     dkd_keysrc src = dkd_zone_keysrc(zone);
-    assert_int_equal(dkd_verify_message(msg, &src, m, len), 0);
+    assert_int_equal(dkd_verify_message(msg, &src, m, len, (int64_t)time(NULL)), 0);
     size_t n = 0;
     const dkd_sig_result *r = dkd_msg_results(msg, &n);
     assert_int_equal(n, 1);
@@ -146,8 +148,8 @@ static void test_sign_verify_all_canons(void **state)
             o.header_relaxed = canons[c][0];
             o.body_relaxed = canons[c][1];
             size_t len = strlen(sample), slen;
-            char *hdr = sign_ok(k ? ed_key : rsa_key, k ? "ed" : "rsa", &o,
-                                (const uint8_t *)sample, len);
+            char *hdr =
+                sign_ok(k ? ed_key : rsa_key, k ? "ed" : "rsa", &o, (const uint8_t *)sample, len);
             assert_non_null(strstr(hdr, k ? "a=ed25519-sha256" : "a=rsa-sha256"));
             uint8_t *m = signed_msg(hdr, (const uint8_t *)sample, len, &slen);
             enum dkd_result res;
@@ -208,15 +210,14 @@ static void test_custom_headers_and_errors(void **state)
     o.selector = "rsa";
     char err[256], *hdr = NULL;
     o.headers = "to:subject";
-    assert_int_equal(dkd_sign(rsa_key, &o, (const uint8_t *)sample, strlen(sample), &hdr, err,
-                              sizeof err),
-                     DKD_ERR_SYNTAX);
+    assert_int_equal(
+        dkd_sign(rsa_key, &o, (const uint8_t *)sample, strlen(sample), &hdr, err, sizeof err),
+        DKD_ERR_SYNTAX);
     assert_null(hdr);
     assert_non_null(strstr(err, "From"));
     o.headers = "from:subject:x-unsigned:x-absent";
-    assert_int_equal(dkd_sign(rsa_key, &o, (const uint8_t *)sample, strlen(sample), &hdr, err,
-                              sizeof err),
-                     0);
+    assert_int_equal(
+        dkd_sign(rsa_key, &o, (const uint8_t *)sample, strlen(sample), &hdr, err, sizeof err), 0);
     size_t slen;
     uint8_t *m = signed_msg(hdr, (const uint8_t *)sample, strlen(sample), &slen);
     enum dkd_result res;
@@ -226,9 +227,9 @@ static void test_custom_headers_and_errors(void **state)
     hdr = NULL;
     o.headers = NULL;
     o.domain = "bad domain";
-    assert_int_equal(dkd_sign(rsa_key, &o, (const uint8_t *)sample, strlen(sample), &hdr, err,
-                              sizeof err),
-                     DKD_ERR_SYNTAX);
+    assert_int_equal(
+        dkd_sign(rsa_key, &o, (const uint8_t *)sample, strlen(sample), &hdr, err, sizeof err),
+        DKD_ERR_SYNTAX);
     o.domain = "example.com";
     static const char nofrom[] = "To: x@example.net\r\n\r\nhi\r\n";
     assert_int_equal(
@@ -272,8 +273,9 @@ static uint32_t next_rand(void)
  * lines mixing WSP runs, blank lines, CRLF and bare LF. */
 static size_t random_message(char *buf, size_t cap)
 {
-    static const char *names[] = {"To", "Cc", "Subject", "Date", "Message-ID", "Reply-To",
-                                  "X-Other", "MIME-Version", "Content-Type", "References"};
+    static const char *names[] = {"To",           "Cc",        "Subject", "Date",
+                                  "Message-ID",   "Reply-To",  "X-Other", "MIME-Version",
+                                  "Content-Type", "References"};
     size_t w = (size_t)snprintf(buf, cap, "From: R <r%u@example.com>\r\n", next_rand() % 100);
     unsigned nh = next_rand() % 8;
     for (unsigned i = 0; i < nh; i++) {

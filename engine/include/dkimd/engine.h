@@ -8,7 +8,7 @@
  *   dkd_engine *eng = dkd_engine_new(&cfg);          // once; shared by all threads
  *   dkd_msg *m = dkd_msg_new(eng);                   // one per in-flight message
  *
- *   dkd_msg_begin(m, header_block, header_len);      // parses every DKIM-Signature
+ *   dkd_msg_begin(m, header_block, header_len, now); // parses every DKIM-Signature
  *   for (size_t i = 0; i < dkd_msg_key_count(m); i++)
  *       start a lookup of dkd_msg_key_name(m, i), later dkd_msg_key_ready(m, i, key)
  *   dkd_msg_body(m, chunk, len);                     // any number of chunks, any size
@@ -86,9 +86,6 @@ typedef struct dkd_config {
     bool allow_sha1;          /* verify rsa-sha1 instead of permerror (default false) */
     bool refuse_partial_body; /* l= that leaves body unsigned gives policy (default false) */
     int64_t clock_skew;       /* seconds of slack for x= (default 300) */
-    /* Verification time in Unix seconds. NULL means time(NULL). */
-    int64_t (*clock)(void *clock_arg);
-    void *clock_arg;
     size_t max_header_bytes;  /* header block limit (default 1 MiB) */
     unsigned max_header_fields; /* header fields per message (default 1000) */
     /* Implementation choices, for measurements; verdicts never depend on them. Default
@@ -195,9 +192,11 @@ void dkd_msg_reset(dkd_msg *m);
 /*
  * dkd_msg_begin parses the header block (everything before the empty line; the empty
  * line itself may be included or not). The block is borrowed until dkd_msg_begin
- * returns: everything needed later is hashed or copied. Returns 0 or a negative error.
+ * returns: everything needed later is hashed or copied. now is the verification time in
+ * Unix seconds (x= expiry is judged against it): the engine reads no clock, so a
+ * caller verifying as of another time just passes it. Returns 0 or a negative error.
  */
-int dkd_msg_begin(dkd_msg *m, const uint8_t *hdr, size_t len);
+int dkd_msg_begin(dkd_msg *m, const uint8_t *hdr, size_t len, int64_t now);
 
 /* Keys this message needs, deduplicated. Names stay valid until dkd_msg_reset. */
 size_t dkd_msg_key_count(const dkd_msg *m);
@@ -247,9 +246,11 @@ size_t dkd_split_message(const uint8_t *msg, size_t len);
 
 /*
  * dkd_verify_message verifies a whole message in one call: begin, look up every key
- * through src (whose lookups must complete before lookup returns), body, end.
+ * through src (whose lookups must complete before lookup returns), body, end, as of
+ * Unix time now (see dkd_msg_begin).
  */
-int dkd_verify_message(dkd_msg *m, const dkd_keysrc *src, const uint8_t *msg, size_t len);
+int dkd_verify_message(dkd_msg *m, const dkd_keysrc *src, const uint8_t *msg, size_t len,
+                       int64_t now);
 
 /* ---- the zone-file key source ---- */
 
