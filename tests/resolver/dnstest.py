@@ -315,10 +315,11 @@ def qname_of(req):
 class Responder:
     """A misbehaving DNS server on a free port, UDP and TCP, in threads."""
 
-    def __init__(self, mode, txt=b"v=DKIM1; p=", silent=None):
+    def __init__(self, mode, txt=b"v=DKIM1; p=", silent=None, logfile=None):
         self.mode, self.txt, self.count = mode, txt, 0
         self.silent = re.compile(silent) if silent else None
         self.log = []  # (time.monotonic(), name, qtype) per query
+        self.logfile = logfile  # and a "name qtype" line per query there, if given
         self.port = free_port()
         self.lock = threading.Lock()
 
@@ -332,6 +333,9 @@ class Responder:
         with self.lock:
             self.count += 1
             self.log.append((time.monotonic(), name, qtype))
+            if self.logfile:
+                with open(self.logfile, "a") as f:
+                    f.write("%s %d\n" % (name, qtype))
         if len(req) < 12 or self.mode == "silent":
             return None
         if self.mode == "dark" and (name is None or self.silent.search(name)):

@@ -14,6 +14,7 @@
 
 #include <cmocka.h>
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -655,6 +656,96 @@ static void test_serve_stale(void **state)
     dkd_resolver_free(r);
 }
 
+/* dark_canaries: canary queries (names under dkimd-canary.invalid.) the dark responder's
+ * log holds, that is, the ones that left libunbound and reached the forwarder. */
+static int dark_canaries(void)
+{
+    FILE *f = fopen(env("DKD_DARK_LOG"), "r");
+    if (f == NULL) {
+        return 0;
+    }
+    char line[512];
+    int n = 0;
+    while (fgets(line, sizeof line, f) != NULL) {
+        n += strstr(line, ".dkimd-canary.invalid ") != NULL;
+    }
+    fclose(f);
+    return n;
+}
+
+static void sleep_ms(int64_t ms)
+{
+    if (ms <= 0) {
+        return;
+    }
+    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+/* Canaries (resolver.c's file comment): a forwarding resolver sends none while its
+ * lookups are answered; after a dns-timeout one at once and then one a second, to the
+ * forwarder (so 'local-zone: "invalid." nodefault' took effect), for 5 s after the last
+ * timeout; their answers are neither cached nor counted as queries. "dkimd-canary: no"
+ * turns them off; a value other than yes or no is refused. */
+static void test_canary(void **state)
+{
+    (void)state;
+    dkd_resolver_config rc;
+    dkd_resolver_config_init(&rc);
+    rc.query_timeout_ms = 300;
+    dkd_resolver *r = make_at(env("DKD_DARK_PORT"), &rc);
+    int seen0 = dark_canaries();
+    expect_reason(r, "ed25519._domainkey.example.com", DKD_REASON_OK);
+    sleep_ms(1200);
+    struct dkd_resolver_stats st;
+    dkd_resolver_stats(r, &st);
+    assert_int_equal(st.canaries, 0); /* answered: no reason for canaries */
+
+    int64_t t0 = real_ms();
+    expect_reason(r, "s._domainkey.dark.example", DKD_REASON_DNS_TIMEOUT);
+    sleep_ms(2500 - (real_ms() - t0)); /* canaries at ~300, 1300, 2300 ms */
+    dkd_resolver_stats(r, &st);
+    printf("# %llu canaries 2.5 s after a dns-timeout at 300 ms\n",
+           (unsigned long long)st.canaries);
+    assert_true(st.canaries >= 2 && st.canaries <= 3);
+    assert_int_equal(st.queries, 2);  /* canaries are not key queries */
+    assert_int_equal(st.entries, 2);  /* nor cached */
+    sleep_ms(200);
+    assert_true(dark_canaries() - seen0 >= (int)st.canaries);
+
+    /* 5 s after the timeout they stop. */
+    sleep_ms(6000 - (real_ms() - t0));
+    dkd_resolver_stats(r, &st);
+    uint64_t last = st.canaries;
+    assert_true(last >= 5 && last <= 7);
+    sleep_ms(1500);
+    dkd_resolver_stats(r, &st);
+    assert_int_equal(st.canaries, last);
+    assert_int_equal(st.entries, 2);
+    dkd_resolver_free(r);
+
+    dkd_resolver_config_init(&rc);
+    rc.query_timeout_ms = 300;
+    rc.options[rc.noptions++] = "dkimd-canary: no";
+    r = make_at(env("DKD_DARK_PORT"), &rc);
+    seen0 = dark_canaries();
+    expect_reason(r, "t._domainkey.dark.example", DKD_REASON_DNS_TIMEOUT);
+    sleep_ms(1500);
+    dkd_resolver_stats(r, &st);
+    assert_int_equal(st.canaries, 0);
+    assert_int_equal(dark_canaries(), seen0);
+    dkd_resolver_free(r);
+
+    dkd_resolver_config_init(&rc);
+    rc.mode = DKD_RESOLVER_FORWARD;
+    rc.forwarders[rc.nforwarders++] = "127.0.0.1";
+    rc.options[rc.noptions++] = "dkimd-canary: maybe";
+    char err[256] = "";
+    assert_null(dkd_resolver_new(&rc, err, sizeof err));
+    assert_non_null(strstr(err, "dkimd-canary"));
+}
+
 /* Lookups still pending when the resolver is freed complete with dns-error. */
 static void test_free_completes_pending(void **state)
 {
@@ -715,6 +806,7 @@ int main(void)
         cmocka_unit_test(test_timeout),
         cmocka_unit_test(test_truncation),
         cmocka_unit_test(test_serve_stale),
+        cmocka_unit_test(test_canary),
         cmocka_unit_test(test_free_completes_pending),
         cmocka_unit_test(test_blocking_and_zone_mode),
     };

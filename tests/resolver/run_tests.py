@@ -10,7 +10,9 @@ Servers (all on 127.0.0.1, free ports, stopped on exit whatever happens):
               (its trust anchor file goes to the test in DKD_SEC_ANCHOR)
   responders  servfail, silent, truncate (TC over UDP, TCP closed), truncate-ok
               (TC over UDP, a key over TCP), oversize (TC over UDP, a 16 KB record over
-              TCP), switch (a key with TTL 0 until asked for switch-off.*, then SERVFAIL)
+              TCP), switch (a key with TTL 0 until asked for switch-off.*, then SERVFAIL),
+              dark (a key at once for every name but those under dark.example., never
+              answered; its queries logged to DKD_DARK_LOG)
 The test binary gets the ports and the log path in DKD_* variables.
 A missing unbound binary is a skip (77) only when it is genuinely not installed.
 """
@@ -52,7 +54,10 @@ def run(binary, root, secdir):
     cnames = [("alias._domainkey.example.com.", "ed25519._domainkey.example.com.", 3600)]
     extra = ["local-data: 'nodata._domainkey.example.com. 3600 IN A 192.0.2.1'"]
     rsa_record = [d for o, t, d in records if o == "rsa2048._domainkey.example.com."][0]
+    darklog = os.path.join(secdir, "dark.log")
     with dnstest.Responder("servfail") as sf, \
+            dnstest.Responder("dark", txt=ED25519, silent=r"(^|\.)dark\.example$",
+                              logfile=darklog) as dark, \
             dnstest.Responder("silent") as silent, \
             dnstest.Responder("truncate") as trunc, \
             dnstest.Responder("truncate-ok", txt=rsa_record) as trunc_ok, \
@@ -67,13 +72,14 @@ def run(binary, root, secdir):
                    DKD_SERVFAIL_PORT=str(sf.port), DKD_SILENT_PORT=str(silent.port),
                    DKD_TRUNC_PORT=str(trunc.port), DKD_TRUNC_OK_PORT=str(trunc_ok.port),
                    DKD_BIG_PORT=str(big.port), DKD_SWITCH_PORT=str(switch.port),
+                   DKD_DARK_PORT=str(dark.port), DKD_DARK_LOG=darklog,
                    DKD_SAMPLES=os.path.join(root, "samples"),
                    DKD_SEC_ANCHOR=os.path.join(secdir, "sec.anchor"))
         rc = subprocess.run([binary], env=env, timeout=600).returncode
         print("responder queries: servfail %d, silent %d, truncate %d, truncate-ok %d, "
-              "oversize %d, switch %d; unbound %d"
+              "oversize %d, switch %d, dark %d; unbound %d"
               % (sf.count, silent.count, trunc.count, trunc_ok.count, big.count,
-                 switch.count, ub.queries()))
+                 switch.count, dark.count, ub.queries()))
         return rc
 
 

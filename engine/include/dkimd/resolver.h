@@ -63,7 +63,9 @@ typedef struct dkd_resolver_config {
     /* libunbound options as "name: value" ("do-not-query-localhost: no",
      * "local-zone: test. nodefault"), applied before the mode's settings and after
      * dkimd's own defaults (resolver.c's builtin_options: outgoing-range 4096, and
-     * infra-host-ttl 2 when forwarding), which they override. */
+     * infra-host-ttl 2 when forwarding), which they override. One is dkimd's own and
+     * never reaches libunbound: "dkimd-canary: no" turns off the canary queries that
+     * forwarding modes send while lookups time out (see resolver.c; default yes). */
     const char *options[DKD_RESOLVER_MAX_OPTIONS];
     size_t noptions;
     const char *zone_path; /* DKD_RESOLVER_ZONE: master file of key records */
@@ -145,6 +147,8 @@ struct dkd_resolver_stats {
     uint64_t expiries;     /* entries dropped because their TTL passed */
     uint64_t stale_served; /* lookups answered with an expired key (serve-stale) */
     uint64_t entries;      /* entries now in the cache */
+    uint64_t canaries;     /* canary queries sent (forwarding modes, while lookups
+                              time out; not in queries; see resolver.c) */
     /* Upstream answers by kind. */
     uint64_t err_notfound; /* NXDOMAIN or NODATA */
     uint64_t err_servfail; /* SERVFAIL and other server or libunbound failures */
