@@ -51,7 +51,7 @@
 
 /* The worker running on this thread (NULL elsewhere): a key answer given on it is
  * applied at once. */
-static _Thread_local worker *tl_worker;
+_Thread_local worker *dkd__tl_worker;
 
 static int64_t now_ms(void)
 {
@@ -74,11 +74,11 @@ void dkd__srv_log(dkd__server *srv, int level, const char *fmt, ...)
 }
 
 /*
- * wlog_v logs one problem line from a worker, at most one per kind per second: a hostile
+ * dkd__wlog_v logs one problem line from a worker, at most one per kind per second: a hostile
  * or broken client must not be able to fill the disk. The line after a quiet second says
  * how many were suppressed.
  */
-static void wlog_v(worker *w, enum dkd__log_kind kind, int level, const char *fmt, va_list ap)
+void dkd__wlog_v(worker *w, enum dkd__log_kind kind, int level, const char *fmt, va_list ap)
 {
     dkd__server *srv = w->srv;
     if (level > atomic_load_explicit(&srv->log_level, memory_order_relaxed)) {
@@ -109,12 +109,12 @@ static void wlog(worker *w, enum dkd__log_kind kind, int level, const char *fmt,
 {
     va_list ap;
     va_start(ap, fmt);
-    wlog_v(w, kind, level, fmt, ap);
+    dkd__wlog_v(w, kind, level, fmt, ap);
     va_end(ap);
 }
 
-/* budget_take charges n bytes to the global memory budget; false when over it. */
-static bool budget_take(dkd__server *srv, uint64_t n)
+/* dkd__budget_take charges n bytes to the global memory budget; false when over it. */
+bool dkd__budget_take(dkd__server *srv, uint64_t n)
 {
     uint64_t used = atomic_fetch_add_explicit(&srv->memory_used, n, memory_order_relaxed);
     if (used + n > srv->cfg.memory_budget) {
@@ -124,13 +124,13 @@ static bool budget_take(dkd__server *srv, uint64_t n)
     return true;
 }
 
-static void budget_give(dkd__server *srv, uint64_t n)
+void dkd__budget_give(dkd__server *srv, uint64_t n)
 {
     atomic_fetch_sub_explicit(&srv->memory_used, n, memory_order_relaxed);
 }
 
-/* get_sqe never fails: a full submission queue is flushed to the kernel first. */
-static struct io_uring_sqe *get_sqe(worker *w)
+/* dkd__get_sqe never fails: a full submission queue is flushed to the kernel first. */
+struct io_uring_sqe *dkd__get_sqe(worker *w)
 {
     struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
     while (sqe == NULL) {
@@ -142,17 +142,16 @@ static struct io_uring_sqe *get_sqe(worker *w)
 
 /* ---- calls into sessions ---- */
 
-static void conn_begin_close(conn *c);
 static void conn_flush(conn *c);
 
-static void sess_enter(conn *c)
+void dkd__sess_enter(conn *c)
 {
     c->in_sess++;
 }
 
-/* sess_leave ends a call into the session: a close it asked for takes effect, and
+/* dkd__sess_leave ends a call into the session: a close it asked for takes effect, and
  * what it queued goes out. */
-static void sess_leave(conn *c)
+void dkd__sess_leave(conn *c)
 {
     c->in_sess--;
     if (c->in_sess > 0) {
@@ -168,8 +167,8 @@ static void sess_leave(conn *c)
     conn_flush(c);
 }
 
-/* sess_live: the transport may still call this connection's session. */
-static bool sess_live(const conn *c)
+/* dkd__sess_live: the transport may still call this connection's session. */
+bool dkd__sess_live(const conn *c)
 {
     return c->state != CONN_CLOSING && c->state != CONN_FREE && !c->sess_closed;
 }
@@ -191,7 +190,7 @@ static void account_out(conn *c)
     if (held > c->out_charged) {
         atomic_fetch_add_explicit(&srv->memory_used, held - c->out_charged, memory_order_relaxed);
     } else if (held < c->out_charged) {
-        budget_give(srv, c->out_charged - held);
+        dkd__budget_give(srv, c->out_charged - held);
     }
     c->out_charged = held;
 }
@@ -205,7 +204,7 @@ static void conn_flush(conn *c)
     if (dkd__wbuf_ok(&c->pend) != 0) {
         /* Out of memory for an answer: the connection cannot be kept consistent. */
         wlog(c->w, DKD__LK_SYSTEM, DKD__LOG_ERR, "out of memory queueing an answer; closing");
-        conn_begin_close(c);
+        dkd__conn_begin_close(c);
         return;
     }
     if (c->pend.len > 0 && c->tx_wait_ms == 0) {
@@ -224,7 +223,7 @@ static void conn_flush(conn *c)
             c->tx_wait_ms = 0;
             account_out(c);
             if (c->state == CONN_LINGER) {
-                conn_begin_close(c);
+                dkd__conn_begin_close(c);
             }
             return;
         }
@@ -233,7 +232,7 @@ static void conn_flush(conn *c)
         c->pend = t;
     }
     account_out(c);
-    struct io_uring_sqe *sqe = get_sqe(c->w);
+    struct io_uring_sqe *sqe = dkd__get_sqe(c->w);
     io_uring_prep_send(sqe, c->fd, c->out.ptr + c->out_off, c->out.len - c->out_off, MSG_NOSIGNAL);
     io_uring_sqe_set_data64(sqe, ud_make(c, OP_SEND));
     c->send_armed = true;
@@ -253,7 +252,7 @@ static void conn_arm_recv(conn *c)
     if (c->rx_paused || out_queued(c) >= c->w->srv->out_share) {
         return;
     }
-    struct io_uring_sqe *sqe = get_sqe(c->w);
+    struct io_uring_sqe *sqe = dkd__get_sqe(c->w);
     c->riov = (struct iovec){.iov_base = c->rbuf + c->rlen, .iov_len = c->rcap - c->rlen};
     /* Zeroed so that take_fds reads no stale header whatever the kernel writes back. */
     memset(c->rctl, 0, sizeof c->rctl);
@@ -287,7 +286,7 @@ static void conn_free(conn *c)
         c->next->prev = c->prev;
     }
     w->nconns--;
-    budget_give(srv, c->charged + RBUF_BASE + c->out_charged);
+    dkd__budget_give(srv, c->charged + RBUF_BASE + c->out_charged);
     if (c->rx_fd >= 0) {
         close(c->rx_fd);
     }
@@ -302,9 +301,9 @@ static void conn_free(conn *c)
     w->free_conns = c;
 }
 
-/* conn_begin_close stops the connection: its session ends (now, or when the call into
+/* dkd__conn_begin_close stops the connection: its session ends (now, or when the call into
  * it that asked returns) and the connection is freed once no SQE refers to it. */
-static void conn_begin_close(conn *c)
+void dkd__conn_begin_close(conn *c)
 {
     if (c->state == CONN_CLOSING || c->state == CONN_FREE) {
         return;
@@ -380,11 +379,11 @@ static void conn_input(conn *c)
     unsigned flags = c->fd_excess ? DKD__IN_FD_EXCESS : 0;
     c->rx_fd = -1;
     c->fd_excess = false;
-    sess_enter(c);
+    dkd__sess_enter(c);
     dkd__sess_input in =
         c->lst->ops->input(c->sess, c->rbuf + c->rpos, c->rlen - c->rpos, fd, flags, room);
-    c->rx_paused = in.paused && sess_live(c);
-    sess_leave(c);
+    c->rx_paused = in.paused && dkd__sess_live(c);
+    dkd__sess_leave(c);
     if (c->state != CONN_OPEN && c->state != CONN_RX_DONE) {
         return;
     }
@@ -410,16 +409,16 @@ static void conn_input(conn *c)
         size_t want = c->rcap * 2 < need ? c->rcap * 2 : need;
         uint64_t extra = want - c->rcap;
         uint8_t *nb = NULL;
-        if (budget_take(srv, extra)) {
+        if (dkd__budget_take(srv, extra)) {
             nb = realloc(c->rbuf, want);
             if (nb == NULL) {
-                budget_give(srv, extra);
+                dkd__budget_give(srv, extra);
             }
         }
         if (nb == NULL) {
             wlog(w, DKD__LK_OVERLOADED, DKD__LOG_WARNING, "no memory for a %zu-byte frame; closing",
                  need);
-            conn_begin_close(c);
+            dkd__conn_begin_close(c);
             return;
         }
         c->rbuf = nb;
@@ -433,7 +432,7 @@ static void conn_input(conn *c)
         uint8_t *nb = realloc(c->rbuf, RBUF_BASE);
         if (nb != NULL) {
             c->rbuf = nb;
-            budget_give(srv, c->charged);
+            dkd__budget_give(srv, c->charged);
             c->charged = 0;
             c->rcap = RBUF_BASE;
         }
@@ -459,15 +458,15 @@ static void on_recv(worker *w, conn *c, int res)
          * the answers to what it sent (PROTOCOL.md 3). */
         c->state = CONN_RX_DONE;
         c->partial_since_ms = 0;
-        sess_enter(c);
+        dkd__sess_enter(c);
         c->lst->ops->eof(c->sess);
-        sess_leave(c);
+        dkd__sess_leave(c);
         conn_op_done(c);
         return;
     }
     if (res < 0) {
         /* A reset: the client has gone; its open requests go with it. */
-        conn_begin_close(c);
+        dkd__conn_begin_close(c);
         conn_op_done(c);
         return;
     }
@@ -491,7 +490,7 @@ static void on_send(worker *w, conn *c, int res)
         return;
     }
     if (res < 0 && res != -EINTR && res != -EAGAIN) {
-        conn_begin_close(c);
+        dkd__conn_begin_close(c);
         conn_op_done(c);
         return;
     }
@@ -503,249 +502,12 @@ static void on_send(worker *w, conn *c, int res)
     conn_flush(c);
     /* Resume a paused client once half its share has drained (not at once, or every
      * send would resume it for a single frame). */
-    if (c->rx_paused && sess_live(c) && out_queued(c) <= w->srv->out_share / 2) {
+    if (c->rx_paused && dkd__sess_live(c) && out_queued(c) <= w->srv->out_share / 2) {
         c->rx_paused = false;
         conn_input(c);
     }
     conn_arm_recv(c);
     conn_op_done(c);
-}
-
-/* ---- what sessions are given (session.h) ---- */
-
-static int64_t env_now(void *ctx)
-{
-    return ((conn *)ctx)->w->now_ms;
-}
-
-static int64_t env_unix_time(void *ctx)
-{
-    (void)ctx;
-    return (int64_t)time(NULL);
-}
-
-static void lookup_apply(worker *w, lookup *lk, dkd_key *key)
-{
-    conn *c = lk->c;
-    bool live = c->gen == lk->conn_gen && sess_live(c);
-    uint64_t token = lk->token;
-    lk->next = w->free_lookups;
-    w->free_lookups = lk;
-    if (!live) {
-        dkd_key_unref(key);
-        return;
-    }
-    sess_enter(c);
-    c->lst->ops->key(c->sess, token, key);
-    sess_leave(c);
-}
-
-/* key_done is the key source's callback: on the owner thread apply now, else post. */
-static void key_done(void *arg, dkd_key *key)
-{
-    lookup *lk = arg;
-    worker *w = lk->w;
-    if (tl_worker == w) {
-        lookup_apply(w, lk, key);
-        return;
-    }
-    lk->key = key;
-    lookup *head = atomic_load_explicit(&w->done_stack, memory_order_relaxed);
-    do {
-        lk->next = head;
-    } while (!atomic_compare_exchange_weak_explicit(&w->done_stack, &head, lk, memory_order_release,
-                                                    memory_order_relaxed));
-    uint64_t one = 1;
-    /* The eventfd counter cannot overflow in practice; a failed write only delays the
-     * wake-up until the worker's next event, so it is not worth a retry loop. */
-    ssize_t wr = write(w->efd, &one, sizeof one);
-    (void)wr;
-}
-
-static void drain_done_stack(worker *w)
-{
-    lookup *lk = atomic_exchange_explicit(&w->done_stack, NULL, memory_order_acquire);
-    while (lk != NULL) {
-        lookup *next = lk->next;
-        lookup_apply(w, lk, lk->key);
-        lk = next;
-    }
-}
-
-static int env_lookup(void *ctx, uint64_t token, const char *name)
-{
-    conn *c = ctx;
-    worker *w = c->w;
-    dkd__server *srv = w->srv;
-    lookup *lk = w->free_lookups;
-    if (lk != NULL) {
-        w->free_lookups = lk->next;
-    } else {
-        lk = malloc(sizeof *lk);
-        if (lk == NULL) {
-            return -ENOMEM;
-        }
-    }
-    *lk = (lookup){.w = w, .c = c, .conn_gen = c->gen, .token = token};
-    int rc = srv->src.lookup(srv->src.impl, name, key_done, lk);
-    if (rc < 0) {
-        /* done will never be called */
-        lk->next = w->free_lookups;
-        w->free_lookups = lk;
-    }
-    return rc;
-}
-
-static uint64_t env_timer_arm(void *ctx, uint64_t token, unsigned ms)
-{
-    conn *c = ctx;
-    worker *w = c->w;
-    timer *t = w->free_timers;
-    if (t != NULL) {
-        w->free_timers = t->next;
-    } else {
-        if (w->ntimers == w->timers_cap) {
-            uint32_t cap = w->timers_cap ? w->timers_cap * 2 : 64;
-            timer **nt = realloc(w->timers, cap * sizeof *nt);
-            if (nt == NULL) {
-                return 0;
-            }
-            w->timers = nt;
-            w->timers_cap = cap;
-        }
-        t = calloc(1, sizeof *t);
-        if (t == NULL) {
-            return 0;
-        }
-        t->index = w->ntimers;
-        w->timers[w->ntimers++] = t;
-    }
-    t->c = c;
-    t->conn_gen = c->gen;
-    t->token = token;
-    t->armed = true;
-    t->cancelled = false;
-    t->ts.tv_sec = ms / 1000;
-    t->ts.tv_nsec = (long long)(ms % 1000) * 1000000;
-    struct io_uring_sqe *sqe = get_sqe(w);
-    io_uring_prep_timeout(sqe, &t->ts, 0, 0);
-    io_uring_sqe_set_data64(sqe, ud_make(t, OP_TIMER));
-    return (uint64_t)t->index << 32 | t->gen | (uint64_t)1 << 63;
-}
-
-static void env_timer_cancel(void *ctx, uint64_t handle)
-{
-    conn *c = ctx;
-    worker *w = c->w;
-    uint32_t index = (uint32_t)((handle >> 32) & 0x7fffffff);
-    if (index >= w->ntimers) {
-        return;
-    }
-    timer *t = w->timers[index];
-    if (t->gen != (uint32_t)handle || !t->armed || t->cancelled) {
-        return;
-    }
-    t->cancelled = true;
-    struct io_uring_sqe *sqe = get_sqe(w);
-    io_uring_prep_timeout_remove(sqe, ud_make(t, OP_TIMER), 0);
-    io_uring_sqe_set_data64(sqe, 0);
-}
-
-static void on_timer(worker *w, timer *t, int res)
-{
-    conn *c = t->c;
-    bool fire = !t->cancelled && res == -ETIME && c->gen == t->conn_gen && sess_live(c);
-    uint64_t token = t->token;
-    t->armed = false;
-    t->gen++;
-    t->next = w->free_timers;
-    w->free_timers = t;
-    if (fire) {
-        sess_enter(c);
-        c->lst->ops->timer(c->sess, token);
-        sess_leave(c);
-    }
-}
-
-static void env_close(void *ctx, enum dkd__close_mode mode)
-{
-    conn *c = ctx;
-    if (mode == DKD__CLOSE_NOW) {
-        conn_begin_close(c);
-    } else if (c->state == CONN_OPEN || c->state == CONN_RX_DONE) {
-        c->state = CONN_LINGER; /* flushed, then closed, when the session call returns */
-    }
-}
-
-static bool env_budget_take(void *ctx, uint64_t n)
-{
-    return budget_take(((conn *)ctx)->w->srv, n);
-}
-
-static void env_budget_give(void *ctx, uint64_t n)
-{
-    budget_give(((conn *)ctx)->w->srv, n);
-}
-
-static void env_log(void *ctx, enum dkd__log_kind kind, int level, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static void env_log(void *ctx, enum dkd__log_kind kind, int level, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    wlog_v(((conn *)ctx)->w, kind, level, fmt, ap);
-    va_end(ap);
-}
-
-static void env_stats(void *ctx, dkd__server_stats *out)
-{
-    dkd__server_stats_get(((conn *)ctx)->w->srv, out);
-}
-
-static void env_extra_stats(void *ctx, void (*add)(void *actx, const char *name, uint64_t v),
-                            void *actx)
-{
-    dkd__server *srv = ((conn *)ctx)->w->srv;
-    if (srv->cfg.extra_stats != NULL) {
-        srv->cfg.extra_stats(srv->cfg.extra_stats_arg, add, actx);
-    }
-}
-
-/* env_map_region maps a region the client passed, or says why it cannot. The seal
- * against shrinking is what makes reading it safe: a client that truncated a plain file
- * under our mapping would turn our next read into SIGBUS and take every connection down. */
-static const char *env_map_region(void *ctx, int fd, uint64_t size, const uint8_t **out)
-{
-    (void)ctx;
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        return "the descriptor is not a memfd or regular file";
-    }
-    if ((uint64_t)st.st_size < size) {
-        return "the region is smaller than SHM_ATTACH says";
-    }
-    int seals = fcntl(fd, F_GET_SEALS);
-    if (seals < 0 || !(seals & F_SEAL_SHRINK)) {
-        return "the region is not sealed against shrinking (memfd with F_SEAL_SHRINK)";
-    }
-    void *p = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, fd, 0);
-    if (p == MAP_FAILED) {
-        return "the region cannot be mapped";
-    }
-    *out = p;
-    return NULL;
-}
-
-static void env_unmap_region(void *ctx, const uint8_t *base, uint64_t size)
-{
-    (void)ctx;
-    munmap((void *)base, (size_t)size);
-}
-
-static void env_close_fd(void *ctx, int fd)
-{
-    (void)ctx;
-    close(fd);
 }
 
 /* ---- accept ---- */
@@ -773,7 +535,7 @@ static void arm_accept(worker *w, unsigned li)
     if (w->accept_armed[li] || w->stopping) {
         return;
     }
-    struct io_uring_sqe *sqe = get_sqe(w);
+    struct io_uring_sqe *sqe = dkd__get_sqe(w);
     int fd = w->srv->listeners[li].fd;
     if (w->multishot) {
         io_uring_prep_multishot_accept(sqe, fd, NULL, NULL, SOCK_CLOEXEC);
@@ -859,7 +621,7 @@ static void on_accept(worker *w, const listener *l, struct io_uring_cqe *cqe)
         refuse(w, l, fd, false, "too many connections");
         return;
     }
-    if (!budget_take(srv, RBUF_BASE)) {
+    if (!dkd__budget_take(srv, RBUF_BASE)) {
         atomic_fetch_sub_explicit(&srv->connections_open, 1, memory_order_relaxed);
         wlog(w, DKD__LK_OVERLOADED, DKD__LOG_WARNING,
              "refused a connection: memory budget of %llu bytes exhausted",
@@ -876,7 +638,7 @@ static void on_accept(worker *w, const listener *l, struct io_uring_cqe *cqe)
             w->free_conns = c;
         }
         free(rb);
-        budget_give(srv, RBUF_BASE);
+        dkd__budget_give(srv, RBUF_BASE);
         atomic_fetch_sub_explicit(&srv->connections_open, 1, memory_order_relaxed);
         refuse(w, l, fd, false, "out of memory");
         return;
@@ -890,27 +652,7 @@ static void on_accept(worker *w, const listener *l, struct io_uring_cqe *cqe)
     c->rcap = RBUF_BASE;
     dkd__wbuf_init(&c->out);
     dkd__wbuf_init(&c->pend);
-    c->env = (dkd__sess_env){
-        .ctx = c,
-        .out = &c->pend,
-        .cnt = &w->cnt,
-        .now_ms = env_now,
-        .unix_time = env_unix_time,
-        .lookup = env_lookup,
-        .timer_arm = env_timer_arm,
-        .timer_cancel = env_timer_cancel,
-        .close = env_close,
-        .budget_take = env_budget_take,
-        .budget_give = env_budget_give,
-        .log = env_log,
-        .stats = env_stats,
-        .extra_stats = env_extra_stats,
-        .map_region = env_map_region,
-        .unmap_region = env_unmap_region,
-        .close_fd = env_close_fd,
-        .peer_pid = cr.pid,
-        .peer_uid = cr.uid,
-    };
+    dkd__conn_env_init(c, cr.pid, cr.uid);
     c->sess = l->ops->open(w->sess_worker[li], &c->env);
     if (c->sess == NULL) {
         free(rb);
@@ -919,7 +661,7 @@ static void on_accept(worker *w, const listener *l, struct io_uring_cqe *cqe)
         c->state = CONN_FREE;
         c->next = w->free_conns;
         w->free_conns = c;
-        budget_give(srv, RBUF_BASE);
+        dkd__budget_give(srv, RBUF_BASE);
         atomic_fetch_sub_explicit(&srv->connections_open, 1, memory_order_relaxed);
         refuse(w, l, fd, false, "out of memory");
         return;
@@ -945,7 +687,7 @@ static void arm_tick(worker *w)
     }
     w->tick_ts.tv_sec = 0;
     w->tick_ts.tv_nsec = TICK_MS * 1000000LL;
-    struct io_uring_sqe *sqe = get_sqe(w);
+    struct io_uring_sqe *sqe = dkd__get_sqe(w);
     io_uring_prep_timeout(sqe, &w->tick_ts, 0, 0);
     io_uring_sqe_set_data64(sqe, ud_make(w, OP_TICK));
     w->tick_armed = true;
@@ -970,7 +712,7 @@ static void drain_step(worker *w)
             continue;
         }
         if (hard) {
-            conn_begin_close(c);
+            dkd__conn_begin_close(c);
             continue;
         }
         if (c->state == CONN_LINGER) {
@@ -985,9 +727,9 @@ static void drain_step(worker *w)
                 continue; /* the armed recv will complete with it */
             }
         }
-        sess_enter(c);
+        dkd__sess_enter(c);
         c->lst->ops->drain(c->sess, expired);
-        sess_leave(c);
+        dkd__sess_leave(c);
     }
 }
 
@@ -998,7 +740,7 @@ static void arm_sweep(worker *w)
     }
     w->sweep_ts.tv_sec = 1;
     w->sweep_ts.tv_nsec = 0;
-    struct io_uring_sqe *sqe = get_sqe(w);
+    struct io_uring_sqe *sqe = dkd__get_sqe(w);
     io_uring_prep_timeout(sqe, &w->sweep_ts, 0, 0);
     io_uring_sqe_set_data64(sqe, ud_make(w, OP_SWEEP));
 }
@@ -1024,28 +766,28 @@ static void sweep(worker *w)
             wlog(w, DKD__LK_MALFORMED, DKD__LOG_WARNING,
                  "client pid %ld uid %ld: answers unread past stall-timeout; closing",
                  (long)c->env.peer_pid, (long)c->env.peer_uid);
-            conn_begin_close(c);
+            dkd__conn_begin_close(c);
             continue;
         }
         if (c->state == CONN_LINGER) {
             continue;
         }
         bool stalled = !c->rx_paused && c->partial_since_ms != 0 && c->partial_since_ms <= limit;
-        sess_enter(c);
+        dkd__sess_enter(c);
         c->lst->ops->tick(c->sess, limit, stalled);
-        sess_leave(c);
+        dkd__sess_leave(c);
     }
 }
 
 static void on_event(worker *w)
 {
-    drain_done_stack(w);
+    dkd__drain_done_stack(w);
     if (!w->stopping && atomic_load_explicit(&w->srv->stop, memory_order_acquire)) {
         w->stopping = true;
         w->stop_deadline_ms = now_ms() + w->srv->cfg.shutdown_timeout_ms;
         for (unsigned li = 0; li < w->srv->nlisteners; li++) {
             if (w->accept_armed[li]) {
-                struct io_uring_sqe *sqe = get_sqe(w);
+                struct io_uring_sqe *sqe = dkd__get_sqe(w);
                 io_uring_prep_cancel64(sqe, ud_make(&w->srv->listeners[li], OP_ACCEPT), 0);
                 io_uring_sqe_set_data64(sqe, 0);
             }
@@ -1057,7 +799,7 @@ static void on_event(worker *w)
 
 static void arm_event(worker *w)
 {
-    struct io_uring_sqe *sqe = get_sqe(w);
+    struct io_uring_sqe *sqe = dkd__get_sqe(w);
     io_uring_prep_read(sqe, w->efd, &w->efd_val, sizeof w->efd_val, 0);
     io_uring_sqe_set_data64(sqe, ud_make(w, OP_EVENT));
 }
@@ -1085,11 +827,11 @@ static void handle_cqe(worker *w, struct io_uring_cqe *cqe)
         arm_event(w);
         break;
     case OP_TIMER:
-        on_timer(w, p, cqe->res);
+        dkd__on_timer(w, p, cqe->res);
         break;
     case OP_TICK:
         w->tick_armed = false;
-        drain_done_stack(w);
+        dkd__drain_done_stack(w);
         drain_step(w);
         break;
     case OP_SWEEP:
@@ -1104,7 +846,7 @@ static void handle_cqe(worker *w, struct io_uring_cqe *cqe)
 void *dkd__worker_main(void *arg)
 {
     worker *w = arg;
-    tl_worker = w;
+    dkd__tl_worker = w;
     w->now_ms = now_ms();
     arm_event(w);
     for (unsigned li = 0; li < w->srv->nlisteners; li++) {
@@ -1178,41 +920,4 @@ void dkd__worker_free(worker *w)
     if (w->efd >= 0) {
         close(w->efd);
     }
-}
-
-void dkd__server_stats_get(dkd__server *srv, dkd__server_stats *out)
-{
-    memset(out, 0, sizeof *out);
-#define SUM(f) out->f += atomic_load_explicit(&w->cnt.f, memory_order_relaxed)
-    for (unsigned i = 0; i < srv->nworkers; i++) {
-        worker *w = &srv->workers[i];
-        SUM(connections_total);
-        SUM(connections_open);
-        SUM(connections_refused);
-        SUM(requests);
-        SUM(requests_inflight);
-        SUM(results);
-        SUM(signatures);
-        SUM(errors_malformed);
-        SUM(errors_too_large);
-        SUM(errors_overloaded);
-        SUM(errors_version);
-        SUM(errors_shutdown);
-        SUM(errors_message);
-        SUM(key_lookups);
-        SUM(key_timeouts);
-        SUM(bytes_in);
-        SUM(bytes_out);
-        SUM(shm_attached);
-        SUM(shm_requests);
-        SUM(shm_bytes);
-    }
-#undef SUM
-    out->memory_used = atomic_load_explicit(&srv->memory_used, memory_order_relaxed);
-    out->workers = srv->nworkers;
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    out->cpu_user_us = (uint64_t)ru.ru_utime.tv_sec * 1000000 + (uint64_t)ru.ru_utime.tv_usec;
-    out->cpu_system_us = (uint64_t)ru.ru_stime.tv_sec * 1000000 + (uint64_t)ru.ru_stime.tv_usec;
-    out->max_rss_kib = (uint64_t)ru.ru_maxrss;
 }

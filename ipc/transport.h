@@ -9,6 +9,7 @@
 
 #include <liburing.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -193,5 +194,25 @@ void dkd__worker_free(worker *w);
 /* dkd__srv_log logs a line from the server (not rate-limited: set-up only). */
 void dkd__srv_log(dkd__server *srv, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* ---- transport.c, for transport_env.c ---- */
+
+extern _Thread_local worker *dkd__tl_worker; /* the worker on this thread, else NULL */
+/* A call into a connection's session: a close it asks for waits for the outermost
+ * leave, which also sends what it queued. */
+void dkd__sess_enter(conn *c);
+void dkd__sess_leave(conn *c);
+bool dkd__sess_live(const conn *c); /* the session may still be called */
+void dkd__conn_begin_close(conn *c);
+bool dkd__budget_take(dkd__server *srv, uint64_t n); /* false when over the budget */
+void dkd__budget_give(dkd__server *srv, uint64_t n);
+void dkd__wlog_v(worker *w, enum dkd__log_kind kind, int level, const char *fmt, va_list ap);
+struct io_uring_sqe *dkd__get_sqe(worker *w); /* never NULL: flushes a full queue */
+
+/* ---- transport_env.c ---- */
+
+void dkd__conn_env_init(conn *c, pid_t pid, uid_t uid);
+void dkd__drain_done_stack(worker *w); /* apply the answers other threads posted */
+void dkd__on_timer(worker *w, timer *t, int res);
 
 #endif
