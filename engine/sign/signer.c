@@ -1,0 +1,532 @@
+/*
+ * signer.c - the DKIM signer (RFC 6376 section 5, RFC 8463): builds the h= list, hashes
+ * the body and header as the verifier will, signs with RSA or Ed25519 and writes the
+ * folded DKIM-Signature field; and dkd_from_domain, the From domain a message is
+ * signed for.
+ *
+ * Workload: command-line use and tests - one message at a time. So nothing here is
+ * tuned: each call fetches what it needs and frees it. What matters is that the signer
+ * reuses the verifier's pieces (hdr.c splits the header, canon.c canonicalizes, b64.c
+ * encodes) so a signature we make is hashed exactly as dkimd will hash it.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/evp.h>
+#include <openssl/rsa.h>
+
+#include "b64.h"
+#include "canon.h"
+#include "hdr.h"
+#include "key.h"
+#include "sig.h"
+#include "signkey.h"
+#include "span.h"
+
+/* ---- a growable string with a sticky failure ---- */
+
+typedef struct sbuf {
+    char *ptr;
+    size_t len, cap;
+    bool failed;
+} sbuf;
+
+static void sb_put(sbuf *b, const void *p, size_t n)
+{
+    if (b->failed) {
+        return;
+    }
+    if (n + 1 > b->cap - b->len) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap - b->len < n + 1) {
+            if (cap > SIZE_MAX / 2) {
+                b->failed = true;
+                return;
+            }
+            cap *= 2;
+        }
+        char *np = realloc(b->ptr, cap);
+        if (np == NULL) {
+            b->failed = true;
+            return;
+        }
+        b->ptr = np;
+        b->cap = cap;
+    }
+    memcpy(b->ptr + b->len, p, n);
+    b->len += n;
+    b->ptr[b->len] = '\0';
+}
+
+static void sb_str(sbuf *b, const char *s)
+{
+    sb_put(b, s, strlen(s));
+}
+
+/* ---- the signature header, folded ---- */
+
+enum { FOLD_WIDTH = 78 };
+
+/* folder: appends tag=value items, breaking lines (CRLF TAB) before an item that would
+ * pass FOLD_WIDTH; long values break inside where FWS is allowed. */
+typedef struct folder {
+    sbuf *b;
+    size_t col;
+} folder;
+
+static void fold_break(folder *f)
+{
+    sb_str(f->b, "\r\n\t");
+    f->col = 8;
+}
+
+static void fold_text(folder *f, const char *s, size_t n)
+{
+    sb_put(f->b, s, n);
+    f->col += n;
+}
+
+/* fold_tag writes " name=value;" as one unit, starting a new line when it does not fit. */
+static void fold_tag(folder *f, const char *name, const char *value, bool last)
+{
+    size_t need = 1 + strlen(name) + 1 + strlen(value) + (last ? 0 : 1);
+    if (f->col + need > FOLD_WIDTH) {
+        fold_break(f);
+    } else {
+        fold_text(f, " ", 1);
+    }
+    fold_text(f, name, strlen(name));
+    fold_text(f, "=", 1);
+    fold_text(f, value, strlen(value));
+    if (!last) {
+        fold_text(f, ";", 1);
+    }
+}
+
+/* fold_list writes " h=a:b:c;" breaking before a ':' (h= allows FWS around colons). */
+static void fold_list(folder *f, const char *name, const char *list)
+{
+    size_t first_len = strcspn(list, ":");
+    if (f->col + 1 + strlen(name) + 1 + first_len + 1 > FOLD_WIDTH) {
+        fold_break(f);
+    } else {
+        fold_text(f, " ", 1);
+    }
+    fold_text(f, name, strlen(name));
+    fold_text(f, "=", 1);
+    const char *p = list;
+    bool first = true;
+    while (*p) {
+        size_t n = strcspn(p, ":");
+        if (!first) {
+            if (f->col + 1 + n + 1 > FOLD_WIDTH) {
+                fold_break(f);
+            }
+            fold_text(f, ":", 1);
+        }
+        fold_text(f, p, n);
+        first = false;
+        p += n;
+        if (*p == ':') {
+            p++;
+        }
+    }
+    fold_text(f, ";", 1);
+}
+
+/* fold_b64 writes " name=" then the base64 text, breaking it at the line width (base64
+ * tag values allow FWS anywhere, RFC 6376 3.5). */
+static void fold_b64(folder *f, const char *name, const char *b64, bool last)
+{
+    if (f->col + 1 + strlen(name) + 1 + 8 > FOLD_WIDTH) {
+        fold_break(f);
+    } else {
+        fold_text(f, " ", 1);
+    }
+    fold_text(f, name, strlen(name));
+    fold_text(f, "=", 1);
+    size_t n = strlen(b64);
+    while (n > 0) {
+        size_t room = f->col < FOLD_WIDTH ? FOLD_WIDTH - f->col : 0;
+        if (room == 0) {
+            fold_break(f);
+            continue;
+        }
+        size_t take = n < room ? n : room;
+        fold_text(f, b64, take);
+        b64 += take;
+        n -= take;
+    }
+    if (!last) {
+        fold_text(f, ";", 1);
+    }
+}
+
+/* ---- signing ---- */
+
+static const char *const default_headers[] = {
+    "from",         "to",           "cc",         "subject",
+    "date",         "message-id",   "reply-to",   "in-reply-to",
+    "references",   "mime-version", "content-type", "content-transfer-encoding",
+    "list-id",
+};
+
+void dkd_sign_opts_init(dkd_sign_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->header_relaxed = true;
+    o->body_relaxed = true;
+    o->timestamp = -1;
+}
+
+static void md_sink(void *arg, const uint8_t *p, size_t n)
+{
+    EVP_DigestUpdate((EVP_MD_CTX *)arg, p, n);
+}
+
+/* parse_fields indexes the header block exactly as the verifier does (dkd__hdr_index). */
+static int parse_fields(dkd_span block, dkd_field **out, size_t *count)
+{
+    size_t max = 1000;
+    dkd_field *fields = calloc(max, sizeof *fields);
+    if (fields == NULL) {
+        return DKD_ERR_NOMEM;
+    }
+    size_t n = 0;
+    if (dkd__hdr_index(block, fields, max, &n) != DKD_HDR_OK) {
+        free(fields);
+        return DKD_ERR_TOO_LARGE;
+    }
+    *out = fields;
+    *count = n;
+    return 0;
+}
+
+static size_t count_named(const dkd_field *fields, size_t n, dkd_span name)
+{
+    size_t c = 0;
+    for (size_t i = 0; i < n; i++) {
+        c += dkd__span_eq_nocase(fields[i].name, name);
+    }
+    return c;
+}
+
+/* build_h makes the h= list: the caller's (checked), or the default one. */
+static bool build_h(const dkd_sign_opts *o, const dkd_field *fields, size_t n, sbuf *h,
+                    char *err, size_t err_len)
+{
+    if (o->headers != NULL) {
+        dkd_span list = dkd__span_str(o->headers), item;
+        bool from = false;
+        while (dkd__span_get_item(&list, ':', &item)) {
+            item = dkd__span_trim_fws(item);
+            if (item.len == 0) {
+                dkd__sign_err(err, err_len, "empty name in the header list '%s'", o->headers);
+                return false;
+            }
+            for (size_t i = 0; i < item.len; i++) {
+                /* RFC 5322 field names: printable ASCII but the colon. */
+                if (item.ptr[i] <= 0x20 || item.ptr[i] >= 0x7f) {
+                    dkd__sign_err(err, err_len, "invalid header name in '%s'", o->headers);
+                    return false;
+                }
+            }
+            from |= dkd__span_eq_str_nocase(item, "from");
+            if (h->len > 0) {
+                sb_put(h, ":", 1);
+            }
+            sb_put(h, item.ptr, item.len);
+        }
+        if (!from) {
+            dkd__sign_err(err, err_len, "the header list must include From (RFC 6376 5.4)");
+            return false;
+        }
+        return true;
+    }
+    for (size_t d = 0; d < sizeof default_headers / sizeof default_headers[0]; d++) {
+        size_t c = count_named(fields, n, dkd__span_str(default_headers[d]));
+        /* Each present instance is signed; From once more, so a From added later
+         * breaks the signature instead of being shown to the reader unsigned. */
+        if (d == 0) {
+            c++;
+        }
+        for (size_t i = 0; i < c; i++) {
+            if (h->len > 0) {
+                sb_put(h, ":", 1);
+            }
+            sb_str(h, default_headers[d]);
+        }
+    }
+    return true;
+}
+
+static bool name_ok(const char *s)
+{
+    return s != NULL && s[0] != '\0' && dkd__domain_valid(dkd__span_str(s));
+}
+
+int dkd_sign(const dkd_signkey *key, const dkd_sign_opts *o, const uint8_t *msg, size_t len,
+             char **out, char *err, size_t err_len)
+{
+    *out = NULL;
+    if (!name_ok(o->domain)) {
+        dkd__sign_err(err, err_len, "d=: '%s' is not a valid domain name",
+                      o->domain ? o->domain : "");
+        return DKD_ERR_SYNTAX;
+    }
+    if (!name_ok(o->selector)) {
+        dkd__sign_err(err, err_len, "s=: '%s' is not a valid selector",
+                      o->selector ? o->selector : "");
+        return DKD_ERR_SYNTAX;
+    }
+    if (o->identity != NULL) {
+        for (const char *p = o->identity; *p; p++) {
+            /* i= is dkim-quoted-printable; we write it as given, so refuse what would
+             * need encoding rather than encode it silently. */
+            if (*p <= ' ' || *p == ';' || *p == '=' || (unsigned char)*p >= 0x7f) {
+                dkd__sign_err(err, err_len, "i=: '%s' needs characters we do not encode",
+                              o->identity);
+                return DKD_ERR_SYNTAX;
+            }
+        }
+    }
+    if (len > 0 && dkd__is_wsp(msg[0])) {
+        /* A continuation line with no field before it would fold into the signature we
+         * prepend and change it: refuse rather than sign what will not verify. */
+        dkd__sign_err(err, err_len, "the message begins with a folded line, not a header field");
+        return DKD_ERR_SYNTAX;
+    }
+    dkd_span m = dkd__span(msg, len);
+    size_t hlen = dkd__hdr_block_len(m);
+    dkd_field *fields = NULL;
+    size_t nfields = 0;
+    int rc = parse_fields(dkd__span(msg, hlen), &fields, &nfields);
+    if (rc != 0) {
+        dkd__sign_err(err, err_len, "%s", dkd_strerror(rc));
+        return rc;
+    }
+    if (count_named(fields, nfields, dkd__span_str("from")) == 0) {
+        free(fields);
+        dkd__sign_err(err, err_len, "the message has no From header: nothing to sign for");
+        return DKD_ERR_SYNTAX;
+    }
+
+    sbuf h = {0}, b = {0};
+    if (!build_h(o, fields, nfields, &h, err, err_len)) {
+        free(fields);
+        free(h.ptr);
+        return DKD_ERR_SYNTAX;
+    }
+    enum dkd_canon hc = o->header_relaxed ? DKD_CANON_RELAXED : DKD_CANON_SIMPLE;
+    enum dkd_canon bcanon = o->body_relaxed ? DKD_CANON_RELAXED : DKD_CANON_SIMPLE;
+
+    EVP_MD *sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    dkd_body_canon *bc = malloc(sizeof *bc);
+    EVP_PKEY_CTX *pctx = NULL;
+    EVP_MD_CTX *ed = NULL;
+    uint8_t *sigbytes = NULL;
+    char *b64 = NULL;
+    rc = DKD_ERR_NOMEM;
+    dkd__sign_err(err, err_len, "out of memory");
+    if (sha256 == NULL || md == NULL || bc == NULL) {
+        goto done;
+    }
+
+    /* Body hash over the canonical body (the part after the header block). */
+    uint8_t bh[EVP_MAX_MD_SIZE];
+    unsigned bh_len = 0;
+    EVP_DigestInit_ex(md, sha256, NULL);
+    dkd__body_init(bc, bcanon, UINT64_MAX, md_sink, md);
+    dkd__body_update(bc, msg + hlen, len - hlen);
+    dkd__body_final(bc);
+    EVP_DigestFinal_ex(md, bh, &bh_len);
+    char bh64[4 * ((EVP_MAX_MD_SIZE + 2) / 3) + 1];
+    bh64[dkd__b64_encode(bh, bh_len, bh64)] = '\0';
+
+    /* The field up to "b=", folded; its canonical form is what is signed. */
+    char num[32];
+    folder f = {&b, 0};
+    fold_text(&f, "DKIM-Signature:", strlen("DKIM-Signature:"));
+    fold_tag(&f, "v", "1", false);
+    fold_tag(&f, "a", key->type == DKD_KEY_ED25519 ? "ed25519-sha256" : "rsa-sha256", false);
+    snprintf(num, sizeof num, "%s/%s", hc == DKD_CANON_RELAXED ? "relaxed" : "simple",
+             bcanon == DKD_CANON_RELAXED ? "relaxed" : "simple");
+    fold_tag(&f, "c", num, false);
+    fold_tag(&f, "d", o->domain, false);
+    fold_tag(&f, "s", o->selector, false);
+    if (o->identity != NULL) {
+        fold_tag(&f, "i", o->identity, false);
+    }
+    int64_t t = o->timestamp >= 0 ? o->timestamp : (int64_t)time(NULL);
+    snprintf(num, sizeof num, "%lld", (long long)t);
+    fold_tag(&f, "t", num, false);
+    if (o->expire_after > 0) {
+        snprintf(num, sizeof num, "%llu", (unsigned long long)((uint64_t)t + o->expire_after));
+        fold_tag(&f, "x", num, false);
+    }
+    if (o->body_length) {
+        snprintf(num, sizeof num, "%llu", (unsigned long long)bc->emitted);
+        fold_tag(&f, "l", num, false);
+    }
+    fold_list(&f, "h", h.failed ? "" : h.ptr);
+    fold_b64(&f, "bh", bh64, false);
+    if (f.col + 1 + 2 + 8 > FOLD_WIDTH) {
+        fold_break(&f);
+    } else {
+        fold_text(&f, " ", 1);
+    }
+    fold_text(&f, "b=", 2);
+    if (b.failed || h.failed) {
+        goto done;
+    }
+
+    /* Header hash: each h= name takes the last instance not yet used, bottom-up (RFC
+     * 6376 5.4.2), exactly as verify.c's hash_headers reads it back. */
+    bool *used = calloc(nfields ? nfields : 1, sizeof *used);
+    if (used == NULL) {
+        goto done;
+    }
+    EVP_DigestInit_ex(md, sha256, NULL);
+    dkd_span list = dkd__span(h.ptr, h.len), item;
+    while (dkd__span_get_item(&list, ':', &item)) {
+        for (size_t i = nfields; i-- > 0;) {
+            if (!used[i] && dkd__span_eq_nocase(fields[i].name, item)) {
+                used[i] = true;
+                dkd__canon_header(hc, fields[i].raw, 0, 0, true, md_sink, md);
+                break;
+            }
+        }
+    }
+    free(used);
+    dkd__canon_header(hc, dkd__span(b.ptr, b.len), 0, 0, false, md_sink, md);
+    uint8_t digest[EVP_MAX_MD_SIZE];
+    unsigned digest_len = 0;
+    EVP_DigestFinal_ex(md, digest, &digest_len);
+
+    size_t sig_len = 0;
+    bool ok;
+    if (key->type == DKD_KEY_ED25519) {
+        /* RFC 8463 3: PureEdDSA over the SHA-256 of the header hash input. */
+        ed = EVP_MD_CTX_new();
+        sig_len = 64;
+        sigbytes = malloc(sig_len);
+        ok = ed != NULL && sigbytes != NULL &&
+             EVP_DigestSignInit_ex(ed, NULL, NULL, NULL, NULL, key->pkey, NULL) == 1 &&
+             EVP_DigestSign(ed, sigbytes, &sig_len, digest, digest_len) == 1;
+    } else {
+        pctx = EVP_PKEY_CTX_new_from_pkey(NULL, key->pkey, NULL);
+        ok = pctx != NULL && EVP_PKEY_sign_init(pctx) == 1 &&
+             EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PADDING) == 1 &&
+             EVP_PKEY_CTX_set_signature_md(pctx, sha256) == 1 &&
+             EVP_PKEY_sign(pctx, NULL, &sig_len, digest, digest_len) == 1;
+        if (ok) {
+            sigbytes = malloc(sig_len);
+            ok = sigbytes != NULL &&
+                 EVP_PKEY_sign(pctx, sigbytes, &sig_len, digest, digest_len) == 1;
+        }
+    }
+    if (!ok) {
+        rc = DKD_ERR_STATE;
+        dkd__sign_err(err, err_len, "signing failed in OpenSSL");
+        goto done;
+    }
+    b64 = malloc(4 * ((sig_len + 2) / 3) + 1);
+    if (b64 == NULL) {
+        goto done;
+    }
+    b64[dkd__b64_encode(sigbytes, sig_len, b64)] = '\0';
+    /* b= goes on straight after "b=" (no space): the verifier empties exactly the bytes
+     * from '=' to the end, and what we hashed ended at '='. */
+    size_t room = f.col < FOLD_WIDTH ? FOLD_WIDTH - f.col : 0;
+    size_t n = strlen(b64), take = n < room ? n : room;
+    fold_text(&f, b64, take);
+    const char *rest = b64 + take;
+    n -= take;
+    while (n > 0) {
+        fold_break(&f);
+        take = n < FOLD_WIDTH - 8 ? n : FOLD_WIDTH - 8;
+        fold_text(&f, rest, take);
+        rest += take;
+        n -= take;
+    }
+    sb_str(&b, "\r\n");
+    if (b.failed) {
+        goto done;
+    }
+    *out = b.ptr;
+    b.ptr = NULL;
+    rc = 0;
+    if (err != NULL && err_len > 0) {
+        err[0] = '\0';
+    }
+done:
+    free(b64);
+    free(sigbytes);
+    EVP_MD_CTX_free(ed);
+    EVP_PKEY_CTX_free(pctx);
+    free(bc);
+    EVP_MD_CTX_free(md);
+    EVP_MD_free(sha256);
+    free(b.ptr);
+    free(h.ptr);
+    free(fields);
+    return rc;
+}
+
+size_t dkd_from_domain(const uint8_t *msg, size_t len, char *out, size_t cap)
+{
+    if (cap > 0) {
+        out[0] = '\0';
+    }
+    size_t hlen = dkd__hdr_block_len(dkd__span(msg, len));
+    dkd_field *fields = NULL;
+    size_t n = 0, count = 0;
+    if (parse_fields(dkd__span(msg, hlen), &fields, &n) != 0) {
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!dkd__span_eq_str_nocase(fields[i].name, "from")) {
+            continue;
+        }
+        if (count++ > 0) {
+            continue;
+        }
+        /* The address is inside <...> when there is a display name, else the value. */
+        dkd_span v = fields[i].value, addr = v;
+        const uint8_t *lt = v.len ? memchr(v.ptr, '<', v.len) : NULL;
+        if (lt != NULL) {
+            addr = dkd__span(lt + 1, v.len - (size_t)(lt + 1 - v.ptr));
+            const uint8_t *gt = addr.len ? memchr(addr.ptr, '>', addr.len) : NULL;
+            if (gt != NULL) {
+                addr.len = (size_t)(gt - addr.ptr);
+            }
+        }
+        addr = dkd__span_trim_fws(addr);
+        const uint8_t *at = NULL;
+        for (size_t k = 0; k < addr.len; k++) {
+            if (addr.ptr[k] == '@') {
+                at = addr.ptr + k;
+            }
+        }
+        if (at == NULL) {
+            continue;
+        }
+        dkd_span dom = dkd__span(at + 1, addr.len - (size_t)(at + 1 - addr.ptr));
+        size_t w = 0;
+        for (size_t k = 0; k < dom.len && w + 1 < cap; k++) {
+            uint8_t c = dom.ptr[k];
+            if (dkd__is_fws(c) || c == '>' || c == ',' || c == ';' || c == '(') {
+                break;
+            }
+            out[w++] = (char)dkd__lower(c);
+        }
+        if (cap > 0) {
+            out[w] = '\0';
+        }
+    }
+    free(fields);
+    return count;
+}
