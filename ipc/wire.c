@@ -11,70 +11,9 @@
  */
 #include "wire.h"
 
-#include <stdlib.h>
 #include <string.h>
 
-/* ---- reading: consuming getters over a span (unchanged on failure) ---- */
-
-static bool get_u8(dkd_span *s, uint8_t *out)
-{
-    if (s->len < 1) {
-        return false;
-    }
-    *out = s->ptr[0];
-    s->ptr++;
-    s->len--;
-    return true;
-}
-
-static bool get_u16(dkd_span *s, uint16_t *out)
-{
-    if (s->len < 2) {
-        return false;
-    }
-    *out = (uint16_t)((unsigned)s->ptr[0] << 8 | s->ptr[1]);
-    s->ptr += 2;
-    s->len -= 2;
-    return true;
-}
-
-static uint32_t load_u32(const uint8_t *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-static bool get_u32(dkd_span *s, uint32_t *out)
-{
-    if (s->len < 4) {
-        return false;
-    }
-    *out = load_u32(s->ptr);
-    s->ptr += 4;
-    s->len -= 4;
-    return true;
-}
-
-static bool get_u64(dkd_span *s, uint64_t *out)
-{
-    if (s->len < 8) {
-        return false;
-    }
-    *out = (uint64_t)load_u32(s->ptr) << 32 | load_u32(s->ptr + 4);
-    s->ptr += 8;
-    s->len -= 8;
-    return true;
-}
-
-static bool get_bytes(dkd_span *s, size_t n, dkd_span *out)
-{
-    if (s->len < n) {
-        return false;
-    }
-    *out = dkd__span(s->ptr, n);
-    s->ptr += n;
-    s->len -= n;
-    return true;
-}
+/* ---- reading: span.h's getters, plus the protocol's rule for strings ---- */
 
 /* Strings are NUL-free so a receiver can hand them out as C strings without loss. */
 static bool no_nul(dkd_span v)
@@ -82,25 +21,24 @@ static bool no_nul(dkd_span v)
     return v.len == 0 || memchr(v.ptr, 0, v.len) == NULL;
 }
 
+/* get_str8 / get_str16: a length-prefixed string without NUL; *s unchanged on failure. */
 static bool get_str8(dkd_span *s, dkd_span *out)
 {
-    dkd_span save = *s;
-    uint8_t n;
-    if (!get_u8(s, &n) || !get_bytes(s, n, out) || !no_nul(*out)) {
-        *s = save;
+    dkd_span t = *s;
+    if (!dkd__span_get_u8_prefixed(&t, out) || !no_nul(*out)) {
         return false;
     }
+    *s = t;
     return true;
 }
 
 static bool get_str16(dkd_span *s, dkd_span *out)
 {
-    dkd_span save = *s;
-    uint16_t n;
-    if (!get_u16(s, &n) || !get_bytes(s, n, out) || !no_nul(*out)) {
-        *s = save;
+    dkd_span t = *s;
+    if (!dkd__span_get_u16_prefixed(&t, out) || !no_nul(*out)) {
         return false;
     }
+    *s = t;
     return true;
 }
 
@@ -113,11 +51,11 @@ bool dkd__wire_header_decode(dkd_span in, dkd__wire_header *hdr)
     }
     dkd_span s = in;
     /* Cannot fail: 12 bytes were checked above. */
-    get_u8(&s, &hdr->version);
-    get_u8(&s, &hdr->type);
-    get_u16(&s, &hdr->flags);
-    get_u32(&s, &hdr->request_id);
-    get_u32(&s, &hdr->payload_len);
+    dkd__span_get_u8(&s, &hdr->version);
+    dkd__span_get_u8(&s, &hdr->type);
+    dkd__span_get_u16be(&s, &hdr->flags);
+    dkd__span_get_u32be(&s, &hdr->request_id);
+    dkd__span_get_u32be(&s, &hdr->payload_len);
     return true;
 }
 
@@ -138,9 +76,9 @@ int dkd__wire_frame_split(dkd_span *in, uint8_t expect_version, uint32_t max_pay
     if (in->len - DKD__WIRE_HEADER_LEN < hdr->payload_len) {
         return 0;
     }
-    *payload = dkd__span(in->ptr + DKD__WIRE_HEADER_LEN, hdr->payload_len);
-    in->ptr += DKD__WIRE_HEADER_LEN + (size_t)hdr->payload_len;
-    in->len -= DKD__WIRE_HEADER_LEN + (size_t)hdr->payload_len;
+    /* Cannot fail: both lengths were checked above. */
+    dkd__span_skip(in, DKD__WIRE_HEADER_LEN);
+    dkd__span_get_bytes(in, hdr->payload_len, payload);
     return 1;
 }
 
@@ -148,7 +86,7 @@ int dkd__wire_frame_split(dkd_span *in, uint8_t expect_version, uint32_t max_pay
 
 int dkd__wire_decode_hello(dkd_span p, dkd__wire_hello *out)
 {
-    if (!get_u8(&p, &out->min_version) || !get_u8(&p, &out->max_version) ||
+    if (!dkd__span_get_u8(&p, &out->min_version) || !dkd__span_get_u8(&p, &out->max_version) ||
         !get_str8(&p, &out->client_name) || p.len != 0) {
         return DKD__WIRE_ERR_MALFORMED;
     }
@@ -161,10 +99,11 @@ int dkd__wire_decode_hello(dkd_span p, dkd__wire_hello *out)
 int dkd__wire_decode_hello_ok(dkd_span p, dkd__wire_hello_ok *out)
 {
     dkd_span reserved;
-    if (!get_u8(&p, &out->version) || !get_bytes(&p, 3, &reserved) ||
-        !get_u32(&p, &out->max_frame) || !get_u64(&p, &out->max_message) ||
-        !get_u32(&p, &out->max_header_block) || !get_u32(&p, &out->max_inflight) ||
-        !get_u32(&p, &out->max_chunk) || !get_str8(&p, &out->server_name) || p.len != 0) {
+    if (!dkd__span_get_u8(&p, &out->version) || !dkd__span_get_bytes(&p, 3, &reserved) ||
+        !dkd__span_get_u32be(&p, &out->max_frame) || !dkd__span_get_u64be(&p, &out->max_message) ||
+        !dkd__span_get_u32be(&p, &out->max_header_block) ||
+        !dkd__span_get_u32be(&p, &out->max_inflight) || !dkd__span_get_u32be(&p, &out->max_chunk) ||
+        !get_str8(&p, &out->server_name) || p.len != 0) {
         return DKD__WIRE_ERR_MALFORMED;
     }
     /* The reserved bytes must be zero so that a later version may give them meaning. */
@@ -198,9 +137,8 @@ static int decode_opts(dkd_span block, dkd__wire_verify_opts *o)
     unsigned last_tag = 0;
     while (block.len > 0) {
         uint8_t tag;
-        uint16_t n;
         dkd_span v;
-        if (!get_u8(&block, &tag) || !get_u16(&block, &n) || !get_bytes(&block, n, &v)) {
+        if (!dkd__span_get_u8(&block, &tag) || !dkd__span_get_u16_prefixed(&block, &v)) {
             return DKD__WIRE_ERR_MALFORMED;
         }
         /* Ascending order, each tag once: one encoding per option set, so decoding is
@@ -217,7 +155,7 @@ static int decode_opts(dkd_span block, dkd__wire_verify_opts *o)
             o->authserv_id = v;
         } else if (tag == DKD__WIRE_OPT_TIME) {
             uint64_t t;
-            if (v.len != 8 || !get_u64(&v, &t)) {
+            if (v.len != 8 || !dkd__span_get_u64be(&v, &t)) {
                 return DKD__WIRE_ERR_MALFORMED;
             }
             o->has_time = true;
@@ -232,9 +170,8 @@ static int decode_opts(dkd_span block, dkd__wire_verify_opts *o)
 /* The option block of VERIFY, VERIFY_BEGIN and VERIFY_SHM: u16 length, then TLVs. */
 static int get_opts(dkd_span *p, dkd__wire_verify_opts *o)
 {
-    uint16_t opt_len;
     dkd_span block;
-    if (!get_u16(p, &opt_len) || !get_bytes(p, opt_len, &block)) {
+    if (!dkd__span_get_u16_prefixed(p, &block)) {
         return DKD__WIRE_ERR_MALFORMED;
     }
     return decode_opts(block, o);
@@ -256,8 +193,8 @@ int dkd__wire_decode_verify_shm(dkd_span p, dkd__wire_verify_shm *out)
     if (rc != 0) {
         return rc;
     }
-    if (!get_u64(&p, &out->offset) || !get_u64(&p, &out->length) || p.len != 0 ||
-        out->offset > UINT64_MAX - out->length) {
+    if (!dkd__span_get_u64be(&p, &out->offset) || !dkd__span_get_u64be(&p, &out->length) ||
+        p.len != 0 || out->offset > UINT64_MAX - out->length) {
         return DKD__WIRE_ERR_MALFORMED;
     }
     return 0;
@@ -265,7 +202,7 @@ int dkd__wire_decode_verify_shm(dkd_span p, dkd__wire_verify_shm *out)
 
 int dkd__wire_decode_shm_attach(dkd_span p, uint64_t *size)
 {
-    if (!get_u64(&p, size) || p.len != 0 || *size == 0) {
+    if (!dkd__span_get_u64be(&p, size) || p.len != 0 || *size == 0) {
         return DKD__WIRE_ERR_MALFORMED;
     }
     return 0;
@@ -278,9 +215,10 @@ enum { SIG_FIXED_LEN = 1 + 1 + 2 + 2 + 4 + 8 + 8 };
 bool dkd__wire_sig_next(dkd_span *cursor, dkd__wire_sig *o)
 {
     dkd_span s = *cursor;
-    if (!get_u8(&s, &o->result) || !get_u8(&s, &o->dnssec) || !get_u16(&s, &o->reason) ||
-        !get_u16(&s, &o->flags) || !get_u32(&s, &o->key_bits) || !get_u64(&s, &o->body_signed) ||
-        !get_u64(&s, &o->body_total) || !get_str16(&s, &o->explanation) ||
+    if (!dkd__span_get_u8(&s, &o->result) || !dkd__span_get_u8(&s, &o->dnssec) ||
+        !dkd__span_get_u16be(&s, &o->reason) || !dkd__span_get_u16be(&s, &o->flags) ||
+        !dkd__span_get_u32be(&s, &o->key_bits) || !dkd__span_get_u64be(&s, &o->body_signed) ||
+        !dkd__span_get_u64be(&s, &o->body_total) || !get_str16(&s, &o->explanation) ||
         !get_str16(&s, &o->detail) || !get_str16(&s, &o->d) || !get_str16(&s, &o->s) ||
         !get_str16(&s, &o->i) || !get_str16(&s, &o->a) || !get_str16(&s, &o->b_prefix)) {
         return false;
@@ -296,7 +234,7 @@ bool dkd__wire_sig_next(dkd_span *cursor, dkd__wire_sig *o)
 
 int dkd__wire_decode_result(dkd_span p, dkd__wire_result *out)
 {
-    if (!get_u16(&p, &out->nsigs)) {
+    if (!dkd__span_get_u16be(&p, &out->nsigs)) {
         return DKD__WIRE_ERR_MALFORMED;
     }
     /* Walk every record now so that consumers iterating later cannot meet a bad one. */
@@ -308,9 +246,7 @@ int dkd__wire_decode_result(dkd_span p, dkd__wire_result *out)
         }
     }
     out->sigs = dkd__span(start, (size_t)(p.ptr - start));
-    uint32_t n;
-    if (!get_u32(&p, &n) || !get_bytes(&p, n, &out->authres) || !no_nul(out->authres) ||
-        p.len != 0) {
+    if (!dkd__span_get_u32_prefixed(&p, &out->authres) || !no_nul(out->authres) || p.len != 0) {
         return DKD__WIRE_ERR_MALFORMED;
     }
     return 0;
@@ -333,7 +269,7 @@ static bool stat_name_ok(dkd_span n)
 bool dkd__wire_stat_next(dkd_span *cursor, dkd__wire_stat *o)
 {
     dkd_span s = *cursor;
-    if (!get_str8(&s, &o->name) || !stat_name_ok(o->name) || !get_u64(&s, &o->value)) {
+    if (!get_str8(&s, &o->name) || !stat_name_ok(o->name) || !dkd__span_get_u64be(&s, &o->value)) {
         return false;
     }
     *cursor = s;
@@ -342,7 +278,7 @@ bool dkd__wire_stat_next(dkd_span *cursor, dkd__wire_stat *o)
 
 int dkd__wire_decode_stats_reply(dkd_span p, dkd__wire_stats_reply *out)
 {
-    if (!get_u16(&p, &out->count)) {
+    if (!dkd__span_get_u16be(&p, &out->count)) {
         return DKD__WIRE_ERR_MALFORMED;
     }
     out->entries = p;
@@ -362,7 +298,7 @@ int dkd__wire_decode_stats_reply(dkd_span p, dkd__wire_stats_reply *out)
 
 int dkd__wire_decode_error(dkd_span p, dkd__wire_error *out)
 {
-    if (!get_u16(&p, &out->code) || !get_str16(&p, &out->message) || p.len != 0) {
+    if (!dkd__span_get_u16be(&p, &out->code) || !get_str16(&p, &out->message) || p.len != 0) {
         return DKD__WIRE_ERR_MALFORMED;
     }
     return 0;
@@ -444,122 +380,37 @@ const char *dkd__wire_errcode_name(uint16_t code)
     }
 }
 
-/* ---- the builder ---- */
+/* ---- writing: buf.h's builder ---- */
 
-void dkd__wbuf_init(dkd__wbuf *b)
-{
-    *b = (dkd__wbuf){0};
-}
-
-void dkd__wbuf_init_fixed(dkd__wbuf *b, void *mem, size_t cap)
-{
-    *b = (dkd__wbuf){.ptr = mem, .cap = cap, .fixed = true};
-}
-
-void dkd__wbuf_free(dkd__wbuf *b)
-{
-    if (!b->fixed) {
-        free(b->ptr);
-    }
-    *b = (dkd__wbuf){0};
-}
-
-void dkd__wbuf_reset(dkd__wbuf *b)
-{
-    b->len = 0;
-    b->err = false;
-}
-
-int dkd__wbuf_ok(const dkd__wbuf *b)
-{
-    return b->err ? DKD__WIRE_ERR_NOMEM : 0;
-}
-
-static bool reserve(dkd__wbuf *b, size_t n)
-{
-    if (b->err) {
-        return false;
-    }
-    if (n <= b->cap - b->len) {
-        return true;
-    }
-    if (b->fixed || n > SIZE_MAX / 2 - b->len) {
-        b->err = true;
-        return false;
-    }
-    size_t cap = b->cap ? b->cap : 256;
-    while (cap - b->len < n) {
-        cap *= 2;
-    }
-    uint8_t *p = realloc(b->ptr, cap);
-    if (p == NULL) {
-        b->err = true;
-        return false;
-    }
-    b->ptr = p;
-    b->cap = cap;
-    return true;
-}
-
-void dkd__wbuf_append(dkd__wbuf *b, const void *p, size_t n)
-{
-    if (n == 0 || !reserve(b, n)) {
-        return;
-    }
-    memcpy(b->ptr + b->len, p, n);
-    b->len += n;
-}
-
-static void put_u8(dkd__wbuf *b, uint8_t v)
-{
-    dkd__wbuf_append(b, &v, 1);
-}
-
-static void put_u16(dkd__wbuf *b, uint16_t v)
-{
-    uint8_t x[2] = {(uint8_t)(v >> 8), (uint8_t)v};
-    dkd__wbuf_append(b, x, 2);
-}
-
-static void put_u32(dkd__wbuf *b, uint32_t v)
-{
-    uint8_t x[4] = {(uint8_t)(v >> 24), (uint8_t)(v >> 16), (uint8_t)(v >> 8), (uint8_t)v};
-    dkd__wbuf_append(b, x, 4);
-}
-
-static void put_u64(dkd__wbuf *b, uint64_t v)
-{
-    put_u32(b, (uint32_t)(v >> 32));
-    put_u32(b, (uint32_t)v);
-}
-
+/* put_str8 / put_str16: a length-prefixed string; one too long for its prefix sets the
+ * error. */
 static void put_str8(dkd__wbuf *b, dkd_span v)
 {
     if (v.len > UINT8_MAX) {
-        b->err = true;
+        dkd__buf_fail(b);
         return;
     }
-    put_u8(b, (uint8_t)v.len);
-    dkd__wbuf_append(b, v.ptr, v.len);
+    dkd__buf_put_u8(b, (uint8_t)v.len);
+    dkd__buf_append(b, v.ptr, v.len);
 }
 
 static void put_str16(dkd__wbuf *b, dkd_span v)
 {
     if (v.len > UINT16_MAX) {
-        b->err = true;
+        dkd__buf_fail(b);
         return;
     }
-    put_u16(b, (uint16_t)v.len);
-    dkd__wbuf_append(b, v.ptr, v.len);
+    dkd__buf_put_u16be(b, (uint16_t)v.len);
+    dkd__buf_append(b, v.ptr, v.len);
 }
 
 void dkd__wire_put_header(dkd__wbuf *b, const dkd__wire_header *h)
 {
-    put_u8(b, h->version);
-    put_u8(b, h->type);
-    put_u16(b, h->flags);
-    put_u32(b, h->request_id);
-    put_u32(b, h->payload_len);
+    dkd__buf_put_u8(b, h->version);
+    dkd__buf_put_u8(b, h->type);
+    dkd__buf_put_u16be(b, h->flags);
+    dkd__buf_put_u32be(b, h->request_id);
+    dkd__buf_put_u32be(b, h->payload_len);
 }
 
 /* put_frame_header_flags writes a version-1 header for a payload of len bytes. */
@@ -567,7 +418,7 @@ static void put_frame_header_flags(dkd__wbuf *b, uint8_t type, uint16_t flags, u
                                    size_t len)
 {
     if (len > UINT32_MAX) {
-        b->err = true;
+        dkd__buf_fail(b);
         return;
     }
     dkd__wire_header h = {.version = DKD__WIRE_VERSION,
@@ -586,8 +437,8 @@ static void put_frame_header(dkd__wbuf *b, uint8_t type, uint32_t request_id, si
 void dkd__wire_put_hello(dkd__wbuf *b, uint32_t request_id, const dkd__wire_hello *m)
 {
     put_frame_header(b, DKD__WIRE_HELLO, request_id, 2 + 1 + m->client_name.len);
-    put_u8(b, m->min_version);
-    put_u8(b, m->max_version);
+    dkd__buf_put_u8(b, m->min_version);
+    dkd__buf_put_u8(b, m->max_version);
     put_str8(b, m->client_name);
 }
 
@@ -595,14 +446,14 @@ void dkd__wire_put_hello_ok(dkd__wbuf *b, uint32_t request_id, const dkd__wire_h
 {
     put_frame_header_flags(b, DKD__WIRE_HELLO_OK, m->features, request_id,
                            4 + 4 + 8 + 4 + 4 + 4 + 1 + m->server_name.len);
-    put_u8(b, m->version);
+    dkd__buf_put_u8(b, m->version);
     static const uint8_t zero[3];
-    dkd__wbuf_append(b, zero, 3);
-    put_u32(b, m->max_frame);
-    put_u64(b, m->max_message);
-    put_u32(b, m->max_header_block);
-    put_u32(b, m->max_inflight);
-    put_u32(b, m->max_chunk);
+    dkd__buf_append(b, zero, 3);
+    dkd__buf_put_u32be(b, m->max_frame);
+    dkd__buf_put_u64be(b, m->max_message);
+    dkd__buf_put_u32be(b, m->max_header_block);
+    dkd__buf_put_u32be(b, m->max_inflight);
+    dkd__buf_put_u32be(b, m->max_chunk);
     put_str8(b, m->server_name);
 }
 
@@ -631,19 +482,19 @@ void dkd__wire_put_verify_head(dkd__wbuf *b, uint8_t type, uint32_t request_id,
      * encoder produces always decodes. */
     if ((o->has_authserv_id && !authserv_ok(o->authserv_id)) || olen > UINT16_MAX ||
         data_len > SIZE_MAX - 2 - olen) {
-        b->err = true;
+        dkd__buf_fail(b);
         return;
     }
     put_frame_header(b, type, request_id, 2 + olen + data_len);
-    put_u16(b, (uint16_t)olen);
+    dkd__buf_put_u16be(b, (uint16_t)olen);
     if (o->has_authserv_id) {
-        put_u8(b, DKD__WIRE_OPT_AUTHSERV_ID);
+        dkd__buf_put_u8(b, DKD__WIRE_OPT_AUTHSERV_ID);
         put_str16(b, o->authserv_id);
     }
     if (o->has_time) {
-        put_u8(b, DKD__WIRE_OPT_TIME);
-        put_u16(b, 8);
-        put_u64(b, (uint64_t)o->time);
+        dkd__buf_put_u8(b, DKD__WIRE_OPT_TIME);
+        dkd__buf_put_u16be(b, 8);
+        dkd__buf_put_u64be(b, (uint64_t)o->time);
     }
 }
 
@@ -651,26 +502,26 @@ void dkd__wire_put_verify(dkd__wbuf *b, uint8_t type, uint32_t request_id,
                           const dkd__wire_verify *m)
 {
     dkd__wire_put_verify_head(b, type, request_id, &m->opts, m->data.len);
-    dkd__wbuf_append(b, m->data.ptr, m->data.len);
+    dkd__buf_append(b, m->data.ptr, m->data.len);
 }
 
 void dkd__wire_put_verify_shm(dkd__wbuf *b, uint32_t request_id, const dkd__wire_verify_shm *m)
 {
     dkd__wire_put_verify_head(b, DKD__WIRE_VERIFY_SHM, request_id, &m->opts, 16);
-    put_u64(b, m->offset);
-    put_u64(b, m->length);
+    dkd__buf_put_u64be(b, m->offset);
+    dkd__buf_put_u64be(b, m->length);
 }
 
 void dkd__wire_put_shm_attach(dkd__wbuf *b, uint32_t request_id, uint64_t size)
 {
     put_frame_header(b, DKD__WIRE_SHM_ATTACH, request_id, 8);
-    put_u64(b, size);
+    dkd__buf_put_u64be(b, size);
 }
 
 void dkd__wire_put_data(dkd__wbuf *b, uint8_t type, uint32_t request_id, dkd_span data)
 {
     put_frame_header(b, type, request_id, data.len);
-    dkd__wbuf_append(b, data.ptr, data.len);
+    dkd__buf_append(b, data.ptr, data.len);
 }
 
 static size_t sig_len(const dkd__wire_sig *s)
@@ -679,7 +530,7 @@ static size_t sig_len(const dkd__wire_sig *s)
            s->i.len + s->a.len + s->b_prefix.len;
 }
 
-/* Unchecked writers for put_result, which reserves the whole frame first. */
+/* Unchecked writers for put_result, which adds the whole frame first. */
 static uint8_t *w_u16(uint8_t *p, uint16_t v)
 {
     p[0] = (uint8_t)(v >> 8);
@@ -711,14 +562,14 @@ static uint8_t *w_str16(uint8_t *p, dkd_span v)
 
 /*
  * dkd__wire_put_result encodes a RESULT frame. It runs once per answered message, so the
- * frame is sized first, reserved once and written through a cursor, instead of some 30
- * appends that each check the room left.
+ * frame is sized first, added once (dkd__buf_add_space) and written through a cursor,
+ * instead of some 30 appends that each check the room left.
  */
 void dkd__wire_put_result(dkd__wbuf *b, uint32_t request_id, const dkd__wire_sig *sigs,
                           size_t nsigs, dkd_span authres)
 {
     if (nsigs > UINT16_MAX || authres.len > UINT32_MAX) {
-        b->err = true;
+        dkd__buf_fail(b);
         return;
     }
     size_t len = 2 + 4 + authres.len;
@@ -727,19 +578,19 @@ void dkd__wire_put_result(dkd__wbuf *b, uint32_t request_id, const dkd__wire_sig
         if (s->explanation.len > UINT16_MAX || s->detail.len > UINT16_MAX ||
             s->d.len > UINT16_MAX || s->s.len > UINT16_MAX || s->i.len > UINT16_MAX ||
             s->a.len > UINT16_MAX || s->b_prefix.len > UINT16_MAX) {
-            b->err = true;
+            dkd__buf_fail(b);
             return;
         }
         len += sig_len(s);
     }
     if (len > UINT32_MAX) {
-        b->err = true;
+        dkd__buf_fail(b);
         return;
     }
-    if (!reserve(b, DKD__WIRE_HEADER_LEN + len)) {
+    uint8_t *p = dkd__buf_add_space(b, DKD__WIRE_HEADER_LEN + len);
+    if (p == NULL) {
         return;
     }
-    uint8_t *p = b->ptr + b->len;
     *p++ = DKD__WIRE_VERSION;
     *p++ = DKD__WIRE_RESULT;
     p = w_u16(p, 0);
@@ -766,15 +617,14 @@ void dkd__wire_put_result(dkd__wbuf *b, uint32_t request_id, const dkd__wire_sig
         p = w_str16(p, s->b_prefix);
     }
     p = w_u32(p, (uint32_t)authres.len);
-    p = w_bytes(p, authres);
-    b->len = (size_t)(p - b->ptr);
+    w_bytes(p, authres);
 }
 
 void dkd__wire_put_stats_reply(dkd__wbuf *b, uint32_t request_id, const dkd__wire_stat *stats,
                                size_t count)
 {
     if (count > UINT16_MAX) {
-        b->err = true;
+        dkd__buf_fail(b);
         return;
     }
     size_t len = 2;
@@ -782,16 +632,16 @@ void dkd__wire_put_stats_reply(dkd__wbuf *b, uint32_t request_id, const dkd__wir
         len += 1 + stats[k].name.len + 8;
     }
     put_frame_header(b, DKD__WIRE_STATS_REPLY, request_id, len);
-    put_u16(b, (uint16_t)count);
+    dkd__buf_put_u16be(b, (uint16_t)count);
     for (size_t k = 0; k < count; k++) {
         put_str8(b, stats[k].name);
-        put_u64(b, stats[k].value);
+        dkd__buf_put_u64be(b, stats[k].value);
     }
 }
 
 void dkd__wire_put_error(dkd__wbuf *b, uint32_t request_id, uint16_t code, dkd_span message)
 {
     put_frame_header(b, DKD__WIRE_ERROR, request_id, 2 + 2 + message.len);
-    put_u16(b, code);
+    dkd__buf_put_u16be(b, code);
     put_str16(b, message);
 }

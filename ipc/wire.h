@@ -14,8 +14,9 @@
  * decodes re-encodes to exactly the same bytes. Decoded structures borrow spans of the
  * payload: they are valid as long as the receive buffer is.
  *
- * Encoding: dkd__wire_put_* append one whole frame (header included) to a dkd__wbuf, a
- * byte builder with a sticky error: appends return void and dkd__wbuf_ok() reports once.
+ * Encoding: dkd__wire_put_* append one whole frame (header included) to a dkd__wbuf, the
+ * engine's byte builder (buf.h) with a sticky error: appends return void and
+ * dkd__wbuf_ok() reports once.
  * A wbuf either grows with realloc or writes into caller memory of a fixed size (for
  * registered io_uring buffers); in the fixed mode an overflow sets the error.
  *
@@ -28,7 +29,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "span.h" /* engine/span.h: dkd_span */
+#include "buf.h"  /* engine/core/buf.h: dkd_buf */
+#include "span.h" /* engine/core/span.h: dkd_span */
 
 #include <dkimd/engine.h>
 #include <dkimd/reason.h>
@@ -247,25 +249,48 @@ const char *dkd__wire_errcode_name(uint16_t code);
 
 /* ---- encoding ---- */
 
-typedef struct dkd__wbuf {
-    uint8_t *ptr;
-    size_t len, cap;
-    bool fixed; /* caller memory: never reallocated */
-    bool err;   /* sticky: an append did not fit */
-} dkd__wbuf;
+/*
+ * dkd__wbuf is the engine's byte builder (engine/core/buf.h, header-only, so the codec
+ * stays free of engine libraries) under the codec's names; the functions below are its
+ * dkd__buf_* with the codec's error code.
+ */
+typedef dkd_buf dkd__wbuf;
 
 /* dkd__wbuf_init: an empty growable buffer (realloc). Free with dkd__wbuf_free. */
-void dkd__wbuf_init(dkd__wbuf *b);
+static inline void dkd__wbuf_init(dkd__wbuf *b)
+{
+    dkd__buf_init(b);
+}
+
 /* dkd__wbuf_init_fixed: appends write into mem[0..cap); overflow sets the error. */
-void dkd__wbuf_init_fixed(dkd__wbuf *b, void *mem, size_t cap);
+static inline void dkd__wbuf_init_fixed(dkd__wbuf *b, void *mem, size_t cap)
+{
+    dkd__buf_init_fixed(b, mem, cap);
+}
+
 /* dkd__wbuf_free releases a growable buffer's memory (no-op for fixed). */
-void dkd__wbuf_free(dkd__wbuf *b);
+static inline void dkd__wbuf_free(dkd__wbuf *b)
+{
+    dkd__buf_free(b);
+}
+
 /* dkd__wbuf_reset empties the buffer and clears the error; memory is kept. */
-void dkd__wbuf_reset(dkd__wbuf *b);
+static inline void dkd__wbuf_reset(dkd__wbuf *b)
+{
+    dkd__buf_reset(b);
+}
+
 /* dkd__wbuf_ok: 0, or DKD__WIRE_ERR_NOMEM if any append since the last reset failed. */
-int dkd__wbuf_ok(const dkd__wbuf *b);
+static inline int dkd__wbuf_ok(const dkd__wbuf *b)
+{
+    return dkd__buf_failed(b) ? DKD__WIRE_ERR_NOMEM : 0;
+}
+
 /* dkd__wbuf_append appends raw bytes (used for payload data sent after a put_*_head). */
-void dkd__wbuf_append(dkd__wbuf *b, const void *p, size_t n);
+static inline void dkd__wbuf_append(dkd__wbuf *b, const void *p, size_t n)
+{
+    dkd__buf_append(b, p, n);
+}
 
 /*
  * Frame encoders. Each appends one frame with version DKD__WIRE_VERSION and flags 0 (use

@@ -14,53 +14,17 @@
  */
 #include "authres.h"
 
+#include "buf.h"
+
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
-/* A growable string in the arena with a sticky error: appends never fail visibly. */
-typedef struct sbuf {
-    dkd_arena *arena;
-    char *p;
-    size_t len, cap;
-    bool failed;
-} sbuf;
-
-static void sb_reserve(sbuf *b, size_t more)
+/* The field is built in the message's arena by the byte builder (buf.h): appends never
+ * fail visibly, and dkd__buf_cstr reports once at the end. */
+static void *arena_alloc(void *arena, size_t n)
 {
-    if (b->failed || b->len + more + 1 <= b->cap) {
-        return;
-    }
-    size_t cap = b->cap ? b->cap * 2 : 256;
-    while (cap < b->len + more + 1) {
-        cap *= 2;
-    }
-    char *p = dkd__arena_alloc(b->arena, cap);
-    if (p == NULL) {
-        b->failed = true;
-        return;
-    }
-    if (b->len > 0) {
-        memcpy(p, b->p, b->len);
-    }
-    b->p = p;
-    b->cap = cap;
-}
-
-static void sb_putn(sbuf *b, const char *s, size_t n)
-{
-    sb_reserve(b, n);
-    if (b->failed) {
-        return;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void sb_puts(sbuf *b, const char *s)
-{
-    sb_putn(b, s, strlen(s));
+    return dkd__arena_alloc(arena, n);
 }
 
 /* MIME token characters (RFC 2045): printable ASCII minus tspecials. UTF-8 bytes are
@@ -88,7 +52,7 @@ static bool is_pvalue_char(unsigned char c)
     return strchr("()<>,;:\\\"[]", c) == NULL;
 }
 
-static void put_value(sbuf *b, const char *v, bool address_form)
+static void put_value(dkd_buf *b, const char *v, bool address_form)
 {
     bool bare = v[0] != '\0';
     size_t ats = 0;
@@ -105,50 +69,50 @@ static void put_value(sbuf *b, const char *v, bool address_form)
         bare = false;
     }
     if (bare) {
-        sb_puts(b, v);
+        dkd__buf_put_str(b, v);
         return;
     }
-    sb_putn(b, "\"", 1);
+    dkd__buf_append(b, "\"", 1);
     for (const char *p = v; *p; p++) {
         if (*p == '"' || *p == '\\') {
-            sb_putn(b, "\\", 1);
+            dkd__buf_append(b, "\\", 1);
         }
         if ((unsigned char)*p < 0x20 || *p == 0x7f) {
             continue; /* never write control bytes into a header */
         }
-        sb_putn(b, p, 1);
+        dkd__buf_append(b, p, 1);
     }
-    sb_putn(b, "\"", 1);
+    dkd__buf_append(b, "\"", 1);
 }
 
-static void put_comment_text(sbuf *b, const char *s)
+static void put_comment_text(dkd_buf *b, const char *s)
 {
     for (const char *p = s; *p; p++) {
         if (*p == '(' || *p == ')' || *p == '\\') {
-            sb_putn(b, "\\", 1);
+            dkd__buf_append(b, "\\", 1);
         }
         if ((unsigned char)*p < 0x20 || *p == 0x7f) {
             continue;
         }
-        sb_putn(b, p, 1);
+        dkd__buf_append(b, p, 1);
     }
 }
 
-static void put_prop(sbuf *b, const char *name, const char *value, bool address_form)
+static void put_prop(dkd_buf *b, const char *name, const char *value, bool address_form)
 {
     if (value == NULL || value[0] == '\0') {
         return;
     }
-    sb_puts(b, " ");
-    sb_puts(b, name);
-    sb_puts(b, "=");
+    dkd__buf_put_str(b, " ");
+    dkd__buf_put_str(b, name);
+    dkd__buf_put_str(b, "=");
     put_value(b, value, address_form);
 }
 
-static void put_resinfo(sbuf *b, const dkd_sig_result *r)
+static void put_resinfo(dkd_buf *b, const dkd_sig_result *r)
 {
-    sb_puts(b, "dkim=");
-    sb_puts(b, dkd_result_name(r->result));
+    dkd__buf_put_str(b, "dkim=");
+    dkd__buf_put_str(b, dkd_result_name(r->result));
 
     /* The comment: the reason code (omitted on pass), then key facts. */
     char parts[4][48];
@@ -166,14 +130,14 @@ static void put_resinfo(sbuf *b, const dkd_sig_result *r)
         snprintf(parts[nparts++], sizeof parts[0], "stale key");
     }
     if (nparts > 0) {
-        sb_puts(b, " (");
+        dkd__buf_put_str(b, " (");
         for (size_t i = 0; i < nparts; i++) {
             if (i > 0) {
-                sb_puts(b, "; ");
+                dkd__buf_put_str(b, "; ");
             }
             put_comment_text(b, parts[i]);
         }
-        sb_puts(b, ")");
+        dkd__buf_put_str(b, ")");
     }
     put_prop(b, "header.d", r->d, false);
     put_prop(b, "header.i", r->i, true);
@@ -182,19 +146,20 @@ static void put_resinfo(sbuf *b, const dkd_sig_result *r)
     put_prop(b, "header.b", r->b_prefix, false);
 }
 
-char *dkd__authres_format(dkd_arena *arena, const char *authserv_id,
-                          const dkd_sig_result *results, size_t n)
+char *dkd__authres_format(dkd_arena *arena, const char *authserv_id, const dkd_sig_result *results,
+                          size_t n)
 {
-    sbuf b = {.arena = arena};
-    sb_puts(&b, "Authentication-Results: ");
+    dkd_buf b;
+    dkd__buf_init_alloc(&b, arena_alloc, arena);
+    dkd__buf_put_str(&b, "Authentication-Results: ");
     put_value(&b, authserv_id && authserv_id[0] ? authserv_id : "localhost", false);
-    sb_puts(&b, ";");
+    dkd__buf_put_str(&b, ";");
     if (n == 0) {
-        sb_puts(&b, "\r\n\tdkim=none (message not signed)");
+        dkd__buf_put_str(&b, "\r\n\tdkim=none (message not signed)");
     }
     for (size_t i = 0; i < n; i++) {
-        sb_puts(&b, i == 0 ? "\r\n\t" : ";\r\n\t");
+        dkd__buf_put_str(&b, i == 0 ? "\r\n\t" : ";\r\n\t");
         put_resinfo(&b, &results[i]);
     }
-    return b.failed ? NULL : b.p;
+    return dkd__buf_cstr(&b);
 }

@@ -3,7 +3,9 @@
  *
  * A span is {ptr, len} passed by value, never NUL-terminated. Getters consume from the
  * front and return bool; on failure the span is left as it was (BoringSSL CBS style),
- * so a parser can try one form and then another without saving state.
+ * so a parser can try one form and then another without saving state. The engine's
+ * parsers and the wire codec (ipc/wire.c) read through this one set of getters; the
+ * header is inline-only so that the codec, which links no engine library, can use it.
  */
 #ifndef DKD_SPAN_H
 #define DKD_SPAN_H
@@ -82,15 +84,128 @@ static inline dkd_span dkd__span_trim_fws(dkd_span s)
     return s;
 }
 
-/* dkd__span_skip consumes n bytes; false (span unchanged) if fewer remain. */
-static inline bool dkd__span_skip(dkd_span *s, size_t n)
+/*
+ * ---- the reader ----
+ *
+ * dkd__span_get is the one primitive under every consuming getter below, as cbs_get is
+ * in BoringSSL's CBS: it is the only place that checks a length against what is left
+ * and moves the front. The getters are built on it and keep its contract: they return
+ * false and leave *s unchanged when the bytes are not there (the output arguments are
+ * then unspecified). Integers are big-endian, the wire protocol's byte order.
+ */
+
+/* dkd__span_get consumes n bytes and points *out at them; false (*s unchanged) if fewer
+ * than n remain. */
+static inline bool dkd__span_get(dkd_span *s, const uint8_t **out, size_t n)
 {
     if (s->len < n) {
         return false;
     }
+    *out = s->ptr;
     s->ptr += n;
     s->len -= n;
     return true;
+}
+
+/* dkd__span_skip consumes n bytes; false (span unchanged) if fewer remain. */
+static inline bool dkd__span_skip(dkd_span *s, size_t n)
+{
+    const uint8_t *p;
+    return dkd__span_get(s, &p, n);
+}
+
+/* dkd__span_get_bytes consumes n bytes into *out, a span of them. */
+static inline bool dkd__span_get_bytes(dkd_span *s, size_t n, dkd_span *out)
+{
+    const uint8_t *p;
+    if (!dkd__span_get(s, &p, n)) {
+        return false;
+    }
+    *out = (dkd_span){p, n};
+    return true;
+}
+
+/* dkd__span_get_be consumes an n-byte (1 <= n <= 8) big-endian unsigned integer. */
+static inline bool dkd__span_get_be(dkd_span *s, size_t n, uint64_t *out)
+{
+    const uint8_t *p;
+    if (n > 8 || !dkd__span_get(s, &p, n)) {
+        return false;
+    }
+    uint64_t v = 0;
+    for (size_t k = 0; k < n; k++) {
+        v = v << 8 | p[k];
+    }
+    *out = v;
+    return true;
+}
+
+static inline bool dkd__span_get_u8(dkd_span *s, uint8_t *out)
+{
+    uint64_t v;
+    if (!dkd__span_get_be(s, 1, &v)) {
+        return false;
+    }
+    *out = (uint8_t)v;
+    return true;
+}
+
+static inline bool dkd__span_get_u16be(dkd_span *s, uint16_t *out)
+{
+    uint64_t v;
+    if (!dkd__span_get_be(s, 2, &v)) {
+        return false;
+    }
+    *out = (uint16_t)v;
+    return true;
+}
+
+static inline bool dkd__span_get_u32be(dkd_span *s, uint32_t *out)
+{
+    uint64_t v;
+    if (!dkd__span_get_be(s, 4, &v)) {
+        return false;
+    }
+    *out = (uint32_t)v;
+    return true;
+}
+
+static inline bool dkd__span_get_u64be(dkd_span *s, uint64_t *out)
+{
+    return dkd__span_get_be(s, 8, out);
+}
+
+/*
+ * dkd__span_get_prefixed consumes an n-byte big-endian length and that many bytes after
+ * it into *out. When either is missing it returns false with *s unchanged: the length is
+ * never consumed alone. The _u8/_u16/_u32 forms read the wire protocol's str8, str16
+ * and blob32 fields.
+ */
+static inline bool dkd__span_get_prefixed(dkd_span *s, size_t n, dkd_span *out)
+{
+    dkd_span t = *s;
+    uint64_t len;
+    if (!dkd__span_get_be(&t, n, &len) || len > t.len ||
+        !dkd__span_get_bytes(&t, (size_t)len, out)) {
+        return false;
+    }
+    *s = t;
+    return true;
+}
+
+static inline bool dkd__span_get_u8_prefixed(dkd_span *s, dkd_span *out)
+{
+    return dkd__span_get_prefixed(s, 1, out);
+}
+
+static inline bool dkd__span_get_u16_prefixed(dkd_span *s, dkd_span *out)
+{
+    return dkd__span_get_prefixed(s, 2, out);
+}
+
+static inline bool dkd__span_get_u32_prefixed(dkd_span *s, dkd_span *out)
+{
+    return dkd__span_get_prefixed(s, 4, out);
 }
 
 /*
@@ -99,14 +214,13 @@ static inline bool dkd__span_skip(dkd_span *s, size_t n)
  */
 static inline bool dkd__span_get_until(dkd_span *s, uint8_t sep, dkd_span *out)
 {
-    const uint8_t *p = s->len ? memchr(s->ptr, sep, s->len) : NULL;
+    const uint8_t *p = s->len ? (const uint8_t *)memchr(s->ptr, sep, s->len) : NULL;
     if (p == NULL) {
         return false;
     }
     size_t n = (size_t)(p - s->ptr);
     *out = (dkd_span){s->ptr, n};
-    s->ptr += n + 1;
-    s->len -= n + 1;
+    dkd__span_skip(s, n + 1); /* cannot fail: the sep lies inside *s */
     return true;
 }
 
@@ -121,13 +235,12 @@ static inline bool dkd__span_get_item(dkd_span *s, uint8_t sep, dkd_span *out)
     }
     if (!dkd__span_get_until(s, sep, out)) {
         *out = *s;
-        s->ptr += s->len;
-        s->len = 0;
+        dkd__span_skip(s, s->len);
     }
     return true;
 }
 
-/* dkd__span_get_u64 parses 1-20 decimal digits (the whole span); false on overflow. */
+/* dkd__span_to_u64 parses 1-20 decimal digits (the whole span); false on overflow. */
 static inline bool dkd__span_to_u64(dkd_span s, uint64_t *out)
 {
     if (s.len == 0) {
