@@ -17,7 +17,7 @@ back.
              quiet hour), which walks the forwarder's timeout in libunbound's
              infrastructure cache up until libunbound stops asking it, unless the
              canary queries dkimd sends while lookups time out keep it low (see
-             engine/resolver.c). The forwarder answers canaries (names under
+             engine/keys/resolver.c). The forwarder answers canaries (names under
              dkimd-canary.invalid.) like any healthy name; their number is printed and
              checked against the one-a-second bound. Without them, DKD_DARK_EXTRA=
              "--resolver-option 'dkimd-canary: no'", forward-trickle fails in most
@@ -263,7 +263,7 @@ def forward(dkimd, msgs, tmp, label, ndark, timeout_ms, spacing):
         print("    the forwarder saw %d queries, %d canaries%s" %
               (fwd.count, len(canaries), " over %.1f s, at least %.0f ms apart" %
                (canaries[-1] - canaries[0], min(gaps) * 1000) if gaps else ""))
-        # engine/resolver.c sends at most one a second (tests/resolver checks that
+        # engine/keys/resolver.c sends at most one a second (tests/resolver checks that
         # exactly). Here they arrive as late as libunbound sends them, in a burst some
         # 100 ms apart (892 ms seen in forward-50): the count over the span, with a
         # second to spare, is what this can check.
