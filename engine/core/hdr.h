@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "hdrblock.h" /* dkd__hdr_block_len, where the block ends */
 #include "span.h"
 
 typedef struct dkd_field {
@@ -51,9 +52,5 @@ dkd_hdr_status dkd__hdr_index(dkd_span block, dkd_field *fields, size_t max, siz
  */
 dkd_hdr_status dkd__hdr_index_more(dkd_span block, size_t *pos, dkd_field *fields, size_t max,
                                    size_t *count);
-
-/* dkd__hdr_block_len returns the header block length of a message, through the empty
- * line (CRLF CRLF, LF LF or mixed), or the whole input when there is none. */
-size_t dkd__hdr_block_len(dkd_span msg);
 
 #endif

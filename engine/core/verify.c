@@ -968,7 +968,7 @@ static int begin_message(dkd_msg *m, const uint8_t *msg, size_t len, int64_t now
     }
     size_t n = end;
     if (end < scan) {
-        n += msg[end] == '\n' ? 1 : 2; /* the empty line: LF or CRLF */
+        n += dkd__hdr_block_blank(msg + end, scan - end); /* the empty line itself */
     } else if (scan < len) {
         return DKD_ERR_TOO_LARGE; /* no empty line within the limit */
     }
