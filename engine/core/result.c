@@ -1,13 +1,16 @@
 /*
- * result.c - names, explanations and fixes for results, reasons and error codes.
+ * result.c - names, explanations and fixes for results and reasons (dkimd/result.h,
+ * dkimd/reason.h).
  *
  * All tables come from the one X-macro list in dkimd/reason.h, so a code, its
- * explanation and its fix can never drift apart.
+ * explanation and its fix can never drift apart. Pure constant tables and libc's strcmp:
+ * the core and libdkimd are both built with this one object (engine/core/meson.build
+ * says how), so a client and the daemon explain a reason with the same words.
+ * Workload: a lookup per verdict formatted, an index into a table.
  */
 #include <string.h>
 
-#include <dkimd/engine.h>
-#include <dkimd/reason.h>
+#include <dkimd/result.h>
 
 static const char *const result_names[] = {
     [DKD_RESULT_NONE] = "none",           [DKD_RESULT_PASS] = "pass",
@@ -64,29 +67,4 @@ int dkd_reason_from_code(const char *code)
         }
     }
     return -1;
-}
-
-const char *dkd_strerror(int err)
-{
-    switch (err) {
-    case 0:
-        return "success";
-    case DKD_ERR_NOMEM:
-        return "out of memory or over a per-message limit";
-    case DKD_ERR_STATE:
-        return "call out of order for this message";
-    case DKD_ERR_TOO_LARGE:
-        return "header block larger than the configured limit";
-    case DKD_ERR_PENDING:
-        return "a key lookup has not completed";
-    case DKD_ERR_SYNTAX:
-        return "input is not a message";
-    case DKD_ERR_IO:
-        return "file could not be read";
-    default:
-        if (err < 0 && err > -4096) {
-            return strerror(-err);
-        }
-        return "unknown error";
-    }
 }

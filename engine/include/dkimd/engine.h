@@ -34,7 +34,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <dkimd/reason.h>
+#include <dkimd/result.h> /* enum dkd_result, enum dkd_reason, dkd_sig_result */
 
 #ifdef __cplusplus
 extern "C" {
@@ -211,25 +211,11 @@ int dkd_msg_body(dkd_msg *m, const uint8_t *chunk, size_t len);
 /* dkd_msg_end finishes the body and computes every verdict. */
 int dkd_msg_end(dkd_msg *m);
 
-/* One signature's verdict. Strings are NUL-terminated, owned by m, valid until reset. */
-typedef struct dkd_sig_result {
-    enum dkd_result result;
-    enum dkd_reason reason;
-    const char *detail;  /* specific cause ("tag c: unknown value 'foobar'"), or "" */
-    const char *d, *s, *i, *a; /* as written in the header ("" when absent/unparsable) */
-    const char *b_prefix; /* first 8 characters of b= for header.b */
-    unsigned key_bits;    /* 0 when no key was used */
-    bool key_testing;     /* key record has t=y */
-    bool dnssec_secure;   /* key answer was DNSSEC-validated */
-    bool key_stale;       /* key was an expired cache entry served during a DNS failure */
-    bool has_l;           /* l= present */
-    uint64_t body_signed; /* canonical body bytes covered (l= or all) */
-    uint64_t body_total;  /* canonical body bytes in all */
-} dkd_sig_result;
-
 /*
- * dkd_msg_results returns the verdicts in top-down header order (NULL and *n = 0 for an
- * unsigned message, whose result is none/no-signature). Valid after dkd_msg_end.
+ * dkd_msg_results returns the verdicts (dkd_sig_result, <dkimd/result.h>) in top-down
+ * header order (NULL and *n = 0 for an unsigned message, whose result is
+ * none/no-signature). Valid after dkd_msg_end; they and their strings are owned by m
+ * until dkd_msg_reset.
  */
 const dkd_sig_result *dkd_msg_results(const dkd_msg *m, size_t *n);
 

@@ -1,10 +1,12 @@
 /*
- * dkimd/reason.h - DKIM results and the reason codes behind them.
+ * dkimd/reason.h - the reason codes behind DKIM results (included by dkimd/result.h).
  *
- * Every verdict dkimd gives is an RFC 8601 result word plus one reason code from the
- * list below. The code is stable and machine-readable (it is what JSON output and the
- * wire protocol carry); the explanation says what happened in one line; the fix says
- * what the operator should change. Codes are never renumbered: add new ones at the end.
+ * Every verdict dkimd gives is an RFC 8601 result word (enum dkd_result, in
+ * dkimd/result.h) plus one reason code from the list below. The code is stable and
+ * machine-readable (it is what JSON output and the wire protocol carry); the
+ * explanation says what happened in one line; the fix says what the operator should
+ * change. Codes are never renumbered: add new ones at the end. The functions are
+ * part of the engine and exported by libdkimd alike, and may be called from any thread.
  */
 #ifndef DKIMD_REASON_H
 #define DKIMD_REASON_H
@@ -12,17 +14,6 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-/* RFC 8601 section 2.7.1 result words for the "dkim" method. */
-enum dkd_result {
-    DKD_RESULT_NONE = 0,  /* the message carries no DKIM-Signature */
-    DKD_RESULT_PASS,      /* the signature verified */
-    DKD_RESULT_FAIL,      /* the signature or body hash did not verify */
-    DKD_RESULT_NEUTRAL,   /* not used by the verifier today; kept for the vocabulary */
-    DKD_RESULT_POLICY,    /* verified, but refused by local policy (l= replay defence) */
-    DKD_RESULT_PERMERROR, /* cannot be verified, and retrying will not help */
-    DKD_RESULT_TEMPERROR, /* cannot be verified now; retrying later may help */
-};
 
 /*
  * X(ENUM, "code", "explanation", "fix"). The explanation completes the sentence
@@ -106,9 +97,6 @@ enum dkd_reason {
     DKD_REASON__COUNT
 };
 
-/* dkd_result_name returns the RFC 8601 word ("pass", "permerror", ...). Never NULL. */
-const char *dkd_result_name(enum dkd_result result);
-
 /* dkd_reason_code returns the stable code ("key-not-found", ...). Never NULL. */
 const char *dkd_reason_code(enum dkd_reason reason);
 
@@ -118,7 +106,8 @@ const char *dkd_reason_explanation(enum dkd_reason reason);
 /* dkd_reason_fix returns what the operator should change. Never NULL. */
 const char *dkd_reason_fix(enum dkd_reason reason);
 
-/* dkd_reason_from_code maps a code back to its enum; returns -1 when unknown. */
+/* dkd_reason_from_code maps a NUL-terminated code back to its enum; returns -1 when
+ * unknown. */
 int dkd_reason_from_code(const char *code);
 
 #ifdef __cplusplus

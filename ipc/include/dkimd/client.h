@@ -38,6 +38,11 @@
  *
  * Errors: functions returning int give 0 or a negative code: -errno for system errors,
  * or a DKD_CLIENT_ERR_* code below. dkd_client_strerror() describes either.
+ *
+ * Verdicts: each signature's is a dkd_sig_result (<dkimd/result.h>, the one header this
+ * one includes). libdkimd also exports that header's functions: dkd_result_name,
+ * dkd_reason_code, dkd_reason_explanation, dkd_reason_fix and dkd_reason_from_code, the
+ * same tables the daemon uses. Link with `pkg-config --libs libdkimd`.
  */
 #ifndef DKIMD_CLIENT_H
 #define DKIMD_CLIENT_H
@@ -46,8 +51,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <dkimd/engine.h> /* dkd_sig_result; libdkimd does not link the engine */
-#include <dkimd/reason.h>
+#include <dkimd/result.h> /* dkd_sig_result, enum dkd_result, enum dkd_reason */
 
 #ifdef __cplusplus
 extern "C" {
