@@ -37,8 +37,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "canon_neon.h"
 #include "canon_simd.h"
+#include "scan.h"
 
 /* ---- header fields ---- */
 
@@ -85,101 +85,12 @@ static void out_bytes(hdr_out *o, const uint8_t *p, size_t n)
     }
 }
 
-/* plain_run_end returns the end of the run of bytes from i on that are not in class
- * stop: those are copied as a block, not byte by byte. */
-static size_t plain_run_end(const uint8_t *p, size_t i, size_t n, uint8_t stop)
-{
-    while (i < n && !(body_class[p[i]] & stop)) {
-        i++;
-    }
-    return i;
-}
-
 /*
- * The two run finders below are what the header path spends most of its bytes in: a
- * simple field is one run per line (~70 bytes), a relaxed value one run per stretch
- * without a fold or a doubled WSP. SSE2 is part of x86-64, so no dispatch is needed;
- * elsewhere the byte loops do it all.
+ * The header path spends most of its bytes in two run finders, scan.h's run scanners
+ * (SSE2 on x86-64, NEON on AArch64, byte loops elsewhere): dkd__scan_eol for a simple
+ * field, one run per line (~70 bytes), and dkd__scan_relaxed_run for a relaxed value,
+ * one run per stretch without a fold or a doubled WSP.
  */
-#if defined(__SSE2__)
-#define DKD_HDR_SSE2 1
-#include <emmintrin.h>
-
-static inline __m128i load16(const uint8_t *p)
-{
-    return _mm_loadu_si128((const __m128i *)(const void *)p);
-}
-
-/* Bit k set where byte k of v is SP, HTAB, CR or LF. */
-static inline unsigned wsp_eol_mask(__m128i v)
-{
-    __m128i m = _mm_or_si128(
-        _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8(' ')), _mm_cmpeq_epi8(v, _mm_set1_epi8('\t'))),
-        _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('\r')), _mm_cmpeq_epi8(v, _mm_set1_epi8('\n'))));
-    return (unsigned)_mm_movemask_epi8(m);
-}
-#endif
-
-/* simple_run_end: the first CR or LF at or after i, or n. */
-static size_t simple_run_end(const uint8_t *p, size_t i, size_t n)
-{
-#ifdef DKD_HDR_SSE2
-    const __m128i cr = _mm_set1_epi8('\r'), lf = _mm_set1_epi8('\n');
-    while (n - i >= 16) {
-        __m128i v = load16(p + i);
-        unsigned m = (unsigned)_mm_movemask_epi8(
-            _mm_or_si128(_mm_cmpeq_epi8(v, cr), _mm_cmpeq_epi8(v, lf)));
-        if (m != 0) {
-            return i + (size_t)__builtin_ctz(m);
-        }
-        i += 16;
-    }
-    if (i < n && n >= 16) {
-        /* The last bytes as one block ending at n, the ones before i masked off. */
-        __m128i v = load16(p + n - 16);
-        unsigned m = (unsigned)_mm_movemask_epi8(
-                         _mm_or_si128(_mm_cmpeq_epi8(v, cr), _mm_cmpeq_epi8(v, lf))) >>
-                     (16 - (n - i));
-        return m != 0 ? i + (size_t)__builtin_ctz(m) : n;
-    }
-#endif
-    return plain_run_end(p, i, n, CL_SIMPLE_STOP);
-}
-
-/*
- * relaxed_value_run_end: the end of the run from i on that relaxed leaves as it is
- * once a value has started: bytes other than WSP and line ends, and a single SP with
- * such a byte right after it (relaxed turns that SP into itself). It stops at HTAB, CR,
- * LF, at a SP followed by WSP or a line end, and at a SP that is the last byte (what
- * comes next, in the part after a skipped range, decides it).
- */
-static size_t relaxed_value_run_end(const uint8_t *p, size_t i, size_t n)
-{
-#ifdef DKD_HDR_SSE2
-    while (n - i >= 17) {
-        __m128i v = load16(p + i);
-        unsigned here = wsp_eol_mask(v);
-        unsigned sp = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(' ')));
-        unsigned next = wsp_eol_mask(load16(p + i + 1));
-        unsigned stop = (here & ~sp) | (sp & next);
-        if (stop != 0) {
-            return i + (size_t)__builtin_ctz(stop);
-        }
-        i += 16;
-    }
-#endif
-    while (i < n) {
-        if (body_class[p[i]] & CL_RELAXED_STOP) {
-            if (p[i] == ' ' && i + 1 < n && !(body_class[p[i + 1]] & CL_RELAXED_STOP)) {
-                i += 2;
-                continue;
-            }
-            break;
-        }
-        i++;
-    }
-    return i;
-}
 
 static void out_byte(hdr_out *o, uint8_t c)
 {
@@ -206,7 +117,7 @@ static void simple_hdr_feed(hdr_state *st, hdr_out *o, const uint8_t *p, size_t 
         uint8_t c = p[i];
         if (!st->eol_pending && !st->cr_pending && !(body_class[c] & CL_SIMPLE_STOP)) {
             /* nothing pending and no line end: the run goes out as it is */
-            size_t j = simple_run_end(p, i + 1, n);
+            size_t j = dkd__scan_eol(p, i + 1, n);
             out_bytes(o, p + i, j - i);
             i = j - 1;
             continue;
@@ -296,7 +207,7 @@ static void relaxed_hdr_feed(hdr_state *st, hdr_out *o, const uint8_t *p, size_t
             /* In the value, once this byte is written (with the SP of a WSP run before
              * it), the bytes up to the next fold, HTAB or WSP run go out as they are. */
             relaxed_hdr_content(st, o, c);
-            size_t j = relaxed_value_run_end(p, i + 1, n);
+            size_t j = dkd__scan_relaxed_run(p, i + 1, n);
             out_bytes(o, p + i + 1, j - i - 1);
             i = j - 1;
         } else {
@@ -759,7 +670,7 @@ bool dkd__canon_impl_supported(enum dkd_canon_impl impl)
     case DKD_CANON_IMPL_AVX512:
         return dkd__cpu_has_avx2() && dkd__cpu_has_avx512_vbmi2();
 #endif
-#ifdef DKD_CANON_HAVE_NEON
+#ifdef DKD_SCAN_HAVE_NEON
     case DKD_CANON_IMPL_NEON:
         return true; /* part of AArch64 */
 #endif
@@ -777,7 +688,7 @@ enum dkd_canon_impl dkd__canon_impl_best(void)
            : dkd__canon_impl_supported(DKD_CANON_IMPL_AVX2) ? DKD_CANON_IMPL_AVX2
            : dkd__canon_impl_supported(DKD_CANON_IMPL_SSE2) ? DKD_CANON_IMPL_SSE2
            : dkd__canon_impl_supported(DKD_CANON_IMPL_NEON) ? DKD_CANON_IMPL_NEON
-                                                             : DKD_CANON_IMPL_SCALAR;
+                                                            : DKD_CANON_IMPL_SCALAR;
 }
 
 const char *dkd__canon_impl_name(enum dkd_canon_impl impl)
@@ -818,32 +729,31 @@ void dkd__body_update(dkd_body_canon *bc, const uint8_t *p, size_t n)
 #ifdef DKD_CANON_HAVE_X86
     case DKD_CANON_IMPL_SSE2:
         body_update_fast(bc, p, n,
-                         relaxed ? dkd__canon_scan_relaxed_sse2 : dkd__canon_scan_simple_sse2,
+                         relaxed ? dkd__scan_body_relaxed_sse2 : dkd__scan_body_simple_sse2,
                          (rewriters){NULL, NULL});
         return;
     case DKD_CANON_IMPL_AVX2:
-        body_update_fast(bc, p, n,
-                         relaxed ? dkd__canon_scan_relaxed_avx2 : dkd__canon_scan_simple_avx2,
-                         relaxed ? (rewriters){dkd__canon_relaxed_blocks_avx2,
-                                               dkd__canon_relaxed_blocks_avx2_sha}
-                                 : (rewriters){dkd__canon_simple_blocks_avx2,
-                                               dkd__canon_simple_blocks_avx2_sha});
+        body_update_fast(
+            bc, p, n, relaxed ? dkd__scan_body_relaxed_avx2 : dkd__scan_body_simple_avx2,
+            relaxed
+                ? (rewriters){dkd__canon_relaxed_blocks_avx2, dkd__canon_relaxed_blocks_avx2_sha}
+                : (rewriters){dkd__canon_simple_blocks_avx2, dkd__canon_simple_blocks_avx2_sha});
         return;
     case DKD_CANON_IMPL_AVX512:
         body_update_fast(bc, p, n,
-                         relaxed ? dkd__canon_scan_relaxed_avx2 : dkd__canon_scan_simple_avx2,
+                         relaxed ? dkd__scan_body_relaxed_avx2 : dkd__scan_body_simple_avx2,
                          relaxed ? (rewriters){dkd__canon_relaxed_blocks_avx512,
                                                dkd__canon_relaxed_blocks_avx512_sha}
                                  : (rewriters){dkd__canon_simple_blocks_avx512,
                                                dkd__canon_simple_blocks_avx512_sha});
         return;
 #endif
-#ifdef DKD_CANON_HAVE_NEON
+#ifdef DKD_SCAN_HAVE_NEON
     case DKD_CANON_IMPL_NEON:
         /* Scanners only: the block rewriters build on x86 mask registers and PSHUFB
          * tables, and no AArch64 machine was at hand to measure a port. */
         body_update_fast(bc, p, n,
-                         relaxed ? dkd__canon_scan_relaxed_neon : dkd__canon_scan_simple_neon,
+                         relaxed ? dkd__scan_body_relaxed_neon : dkd__scan_body_simple_neon,
                          (rewriters){NULL, NULL});
         return;
 #endif

@@ -6,8 +6,8 @@
  * The parser records spans into the caller's array; it never copies or allocates, in
  * the manner of picohttpparser's parse_headers. Each byte is looked at once: the name
  * is checked up to its colon and the rest of each line skipped to its LF, 16 bytes at
- * a time with SSE2 on x86-64 (lines average ~70 bytes, so a libc memchr call per line
- * cost more in its set-up than in its scan). The caller
+ * a time by scan.h's run scanners (SSE2, NEON; lines average ~70 bytes, so a libc memchr
+ * call per line cost more in its set-up than in its scan). The caller
  * sizes nothing in advance: dkd__hdr_index_more stops when the array is full and
  * resumes where it stopped, so the verifier grows its index instead of counting lines
  * in a pass of its own.
@@ -23,82 +23,7 @@
 
 #include <string.h>
 
-#if defined(__SSE2__)
-#define DKD_HDR_SSE2 1
-#include <emmintrin.h>
-#endif
-
-/* A name byte is printable US-ASCII without the colon (RFC 5322 ftext). */
-static inline bool is_ftext(uint8_t c)
-{
-    return c >= 0x21 && c <= 0x7e && c != ':';
-}
-
-#ifdef DKD_HDR_SSE2
-static inline __m128i load16(const uint8_t *p)
-{
-    return _mm_loadu_si128((const __m128i *)(const void *)p);
-}
-
-/* Bit k set where byte k of v is not ftext: a signed compare puts the 8-bit bytes,
- * negative as int8, below 0x21 with the controls and SP. */
-static inline unsigned not_ftext_mask(__m128i v)
-{
-    __m128i ok = _mm_cmpgt_epi8(v, _mm_set1_epi8(0x20));
-    __m128i bad = _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8(0x7f)),
-                               _mm_cmpeq_epi8(v, _mm_set1_epi8(':')));
-    return (unsigned)_mm_movemask_epi8(_mm_andnot_si128(ok, _mm_set1_epi8(-1))) |
-           (unsigned)_mm_movemask_epi8(bad);
-}
-#endif
-
-/* name_end returns the first i' >= i with line[i'] not ftext, or rest. */
-static inline size_t name_end(const uint8_t *line, size_t i, size_t rest)
-{
-#ifdef DKD_HDR_SSE2
-    while (rest - i >= 16) {
-        unsigned m = not_ftext_mask(load16(line + i));
-        if (m != 0) {
-            return i + (size_t)__builtin_ctz(m);
-        }
-        i += 16;
-    }
-#endif
-    while (i < rest && is_ftext(line[i])) {
-        i++;
-    }
-    return i;
-}
-
-/* find_lf returns the first LF in p[0..n), or NULL. */
-static inline const uint8_t *find_lf(const uint8_t *p, size_t n)
-{
-#ifdef DKD_HDR_SSE2
-    const __m128i lf = _mm_set1_epi8('\n');
-    size_t i = 0;
-    while (n - i >= 16) {
-        unsigned m = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(load16(p + i), lf));
-        if (m != 0) {
-            return p + i + __builtin_ctz(m);
-        }
-        i += 16;
-    }
-    if (i < n && n >= 16) {
-        /* The last bytes as one block ending at n, the ones already seen masked off. */
-        unsigned m =
-            (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(load16(p + n - 16), lf)) >> (16 - (n - i));
-        return m != 0 ? p + i + __builtin_ctz(m) : NULL;
-    }
-    for (; i < n; i++) {
-        if (p[i] == '\n') {
-            return p + i;
-        }
-    }
-    return NULL;
-#else
-    return memchr(p, '\n', n);
-#endif
-}
+#include "scan.h"
 
 /*
  * parse_from is dkd__hdr_parse starting at *pos with n fields already in fields[]; it
@@ -119,7 +44,7 @@ static dkd_hdr_status parse_from(dkd_span block, size_t *pos_io, dkd_field *fiel
         const uint8_t *line = p + pos;
         size_t rest = len - pos;
         uint8_t c0 = line[0];
-        if (dkd__hdr_block_blank(line, rest) != 0) {
+        if (c0 == '\n' || (c0 == '\r' && rest > 1 && line[1] == '\n')) {
             break; /* the empty line that ends the header block */
         }
         size_t from; /* where the search for the line end starts */
@@ -132,7 +57,7 @@ static dkd_hdr_status parse_from(dkd_span block, size_t *pos_io, dkd_field *fiel
         } else {
             /* name = ftext+, then optional WSP, then the colon; anything else (no colon
              * on the line, a control or 8-bit byte before it) makes the line malformed. */
-            size_t i = name_end(line, 0, rest);
+            size_t i = dkd__scan_ftext(line, 0, rest);
             size_t name_len = i;
             while (i < rest && dkd__is_wsp(line[i])) {
                 i++;
@@ -152,7 +77,8 @@ static dkd_hdr_status parse_from(dkd_span block, size_t *pos_io, dkd_field *fiel
             cur->raw.len = 0;
             from = i + 1;
         }
-        const uint8_t *lf = from < rest ? find_lf(line + from, rest - from) : NULL;
+        size_t lf_at = dkd__scan_lf(line, from, rest);
+        const uint8_t *lf = lf_at < rest ? line + lf_at : NULL;
         /* line_len includes the line end; text excludes it. A last line without a line
          * end runs to the end of the block. */
         size_t line_len = lf != NULL ? (size_t)(lf - line) + 1 : rest;
@@ -185,6 +111,40 @@ dkd_hdr_status dkd__hdr_parse(dkd_span block, dkd_field *fields, size_t max, siz
         *err_off = pos; /* the start of the offending line */
     }
     return st;
+}
+
+size_t dkd__hdr_block_len(dkd_span msg)
+{
+    const uint8_t *p = msg.ptr;
+    size_t len = msg.len;
+
+    /* A message that opens with an empty line has no header fields: the block is
+     * that line alone, and everything after it is body. */
+    if (len >= 1 && p[0] == '\n') {
+        return 1;
+    }
+    if (len >= 2 && p[0] == '\r' && p[1] == '\n') {
+        return 2;
+    }
+
+    /* Otherwise the block ends at the first line end followed by an empty line, with
+     * either line end being CRLF or bare LF. */
+    size_t pos = 0;
+    while (pos < len) {
+        const uint8_t *lf = memchr(p + pos, '\n', len - pos);
+        if (lf == NULL) {
+            break;
+        }
+        size_t next = (size_t)(lf - p) + 1;
+        if (next < len && p[next] == '\n') {
+            return next + 1;
+        }
+        if (next + 1 < len && p[next] == '\r' && p[next + 1] == '\n') {
+            return next + 2;
+        }
+        pos = next;
+    }
+    return len;
 }
 
 dkd_hdr_status dkd__hdr_index_more(dkd_span block, size_t *pos, dkd_field *fields, size_t max,

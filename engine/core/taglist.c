@@ -12,9 +12,7 @@
 
 #include <string.h>
 
-#ifdef __SSE2__
-#include <emmintrin.h>
-#endif
+#include "scan.h"
 
 /* Byte classes, as comparisons rather than a table: the compiler turns these into a
  * few range checks, and there is no table to initialize or share between threads. */
@@ -26,49 +24,6 @@ static inline bool is_alpha(uint8_t c)
 static inline bool is_name(uint8_t c)
 {
     return is_alpha(c) || (uint8_t)(c - '0') < 10 || c == '_';
-}
-
-/* VALCHAR (%x21-3A / %x3C-7E), bytes >= 0x80 (RFC 8616 UTF-8), or FWS. */
-static inline bool is_value_byte(uint8_t c)
-{
-    return (c >= 0x21 && c != ';' && c != 0x7F) || dkd__is_fws(c);
-}
-
-/*
- * value_end returns the offset of the first byte at or after i that is not a value byte
- * (the ';' that ends the value, a control byte, or len). Values are 300-800 bytes of
- * ordinary text for b= and h=, so with SSE2 (every x86-64) 16 bytes are checked at once
- * and only the rare FWS control bytes (CR, LF, HTAB inside a fold) and the end drop to
- * the byte check; the byte loop is the specification and the only path elsewhere.
- */
-static size_t value_end(const uint8_t *p, size_t len, size_t i)
-{
-#ifdef __SSE2__
-    const __m128i lo = _mm_set1_epi8(0x21);
-    const __m128i semi = _mm_set1_epi8(';');
-    const __m128i del = _mm_set1_epi8(0x7F);
-    while (len - i >= 16) {
-        __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(p + i));
-        /* x >= 0x21 unsigned (8-bit bytes are value bytes) is max(x, 0x21) == x. */
-        __m128i ok = _mm_cmpeq_epi8(_mm_max_epu8(x, lo), x);
-        __m128i stop = _mm_or_si128(_mm_cmpeq_epi8(x, semi), _mm_cmpeq_epi8(x, del));
-        __m128i bad = _mm_or_si128(_mm_andnot_si128(ok, _mm_set1_epi8(-1)), stop);
-        unsigned mask = (unsigned)_mm_movemask_epi8(bad);
-        if (mask == 0) {
-            i += 16;
-            continue;
-        }
-        i += (size_t)__builtin_ctz(mask);
-        if (!dkd__is_fws(p[i])) {
-            return i;
-        }
-        i++;
-    }
-#endif
-    while (i < len && is_value_byte(p[i])) {
-        i++;
-    }
-    return i;
 }
 
 static dkd_taglist_status fail(dkd_taglist *tl, size_t off, const char *why)
@@ -123,7 +78,9 @@ dkd_taglist_status dkd__taglist_parse(dkd_span in, dkd_taglist *tl)
         i++;
         size_t value_off = i;
         /* The value runs to the next ';'. Every byte must be VALCHAR or FWS. */
-        i = value_end(p, len, i);
+        /* Values are 300-800 bytes of ordinary text for b= and h=: scan.h's run scanner
+         * takes them 16 bytes at a time and drops to the byte check only at FWS. */
+        i = dkd__scan_tag_value(p, i, len);
         if (i < len && p[i] != ';') {
             return fail(tl, i, "control character in tag-value");
         }

@@ -1,6 +1,6 @@
 /*
- * canon_neon_test.c - the NEON body scanners (engine/core/canon_neon.c) against a byte-loop
- * reference of the scanner contract in engine/core/canon_simd.h, as the SSE2 scanner keeps it.
+ * canon_neon_test.c - the NEON body scanners (engine/core/scan_neon.c) against a byte-loop
+ * reference of the scanner contract in engine/core/scan.h, as the SSE2 scanner keeps it.
  *
  * Built for AArch64 with the cross compiler and run under qemu-aarch64-static by
  * run-aarch64.sh; libc only, so a static binary runs with no target root. The same file
@@ -30,24 +30,23 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "canon_neon.h"
+#include "scan.h"
 
-#if defined(DKD_CANON_HAVE_NEON)
+#if defined(DKD_SCAN_HAVE_NEON)
 #define IMPL_NAME "neon"
-#define SCAN_SIMPLE dkd__canon_scan_simple_neon
-#define SCAN_RELAXED dkd__canon_scan_relaxed_neon
+#define SCAN_SIMPLE dkd__scan_body_simple_neon
+#define SCAN_RELAXED dkd__scan_body_relaxed_neon
 #elif defined(DKD_CROSS_HOST_SSE2)
-#include "canon_simd.h"
 #define IMPL_NAME "sse2"
-#define SCAN_SIMPLE dkd__canon_scan_simple_sse2
-#define SCAN_RELAXED dkd__canon_scan_relaxed_sse2
+#define SCAN_SIMPLE dkd__scan_body_simple_sse2
+#define SCAN_RELAXED dkd__scan_body_relaxed_sse2
 #else
 #error "build for AArch64 with NEON, or for x86-64 with -DDKD_CROSS_HOST_SSE2"
 #endif
 
 /* ---- the reference ---- */
 
-/* ref_stops: whether byte k stops the scan, per canon_simd.h; reads p[k - 1 .. k + 1]. */
+/* ref_stops: whether byte k stops the scan, per scan.h; reads p[k - 1 .. k + 1]. */
 static bool ref_stops(const uint8_t *p, size_t k, bool relaxed)
 {
     uint8_t c = p[k], pv = p[k - 1], nx = p[k + 1];

@@ -2,8 +2,10 @@
 # run-aarch64.sh - build the NEON scanner test (canon_neon_test.c) for AArch64 with the
 # cross compiler and run it under qemu-aarch64-static; then, on an x86-64 host, build the
 # same test against the SSE2 scanners, so that the reference the NEON scanners are held
-# to is the SSE2 scanners' behaviour and not only our reading of canon_simd.h. Also
-# checks that engine/core/canon_neon.c compiles warning-free to nothing on the host, and
+# to is the SSE2 scanners' behaviour and not only our reading of scan.h. Also runs
+# tests/core/scan_test.c (every scanner of scan.h against its scalar reference at guard
+# pages) for AArch64, checks that engine/core/scan_neon.c compiles warning-free to
+# nothing on the host, and
 # builds the AArch64 test with clang too when clang can cross-link.
 #
 # Exit 0 = pass, 1 = fail, 77 = skipped (cross compiler or qemu missing; when CI is set
@@ -43,8 +45,12 @@ status=0
 
 # shellcheck disable=SC2086 # $cflags is a list of flags
 "$cross_cc" $cflags -static -o "$out/canon_neon_test" \
-    "$here/canon_neon_test.c" "$root/engine/core/canon_neon.c"
+    "$here/canon_neon_test.c" "$root/engine/core/scan_neon.c"
 "$qemu" "$out/canon_neon_test" || status=1
+# shellcheck disable=SC2086
+"$cross_cc" $cflags -static -o "$out/scan_test" \
+    "$root/tests/core/scan_test.c" "$root/engine/core/scan.c" "$root/engine/core/scan_neon.c"
+"$qemu" "$out/scan_test" || status=1
 
 # clang as well when it can cross-link here (the fuzz and sanitizer builds use clang, and
 # the two compilers warn differently); probed with an empty program so that a missing
@@ -57,7 +63,7 @@ if command -v "$clang_cc" >/dev/null 2>&1; then
         # shellcheck disable=SC2086
         "$clang_cc" --target=aarch64-linux-gnu $cflags -static -fuse-ld=bfd \
             -o "$out/canon_neon_test_clang" "$here/canon_neon_test.c" \
-            "$root/engine/core/canon_neon.c"
+            "$root/engine/core/scan_neon.c"
         "$qemu" "$out/canon_neon_test_clang" || status=1
     else
         echo "run-aarch64.sh: $clang_cc cannot cross-link for aarch64 here, clang step skipped"
@@ -68,12 +74,10 @@ case $(uname -m) in
 x86_64)
     if command -v "$host_cc" >/dev/null 2>&1; then
         # shellcheck disable=SC2086
-        "$host_cc" $cflags -c -o "$out/canon_neon_host.o" "$root/engine/core/canon_neon.c"
+        "$host_cc" $cflags -c -o "$out/scan_neon_host.o" "$root/engine/core/scan_neon.c"
         # shellcheck disable=SC2086
         "$host_cc" $cflags -DDKD_CROSS_HOST_SSE2 -o "$out/canon_sse2_test" \
-            "$here/canon_neon_test.c" "$root/engine/core/canon_simd.c" \
-            "$root/engine/core/sha256.c" \
-            -lpthread
+            "$here/canon_neon_test.c" "$root/engine/core/scan.c"
         "$out/canon_sse2_test" || status=1
     fi
     ;;

@@ -1,13 +1,13 @@
 /*
- * canon_neon.c - NEON scanners for body canonicalization on AArch64 (see canon_neon.h).
+ * scan_neon.c - the body scanners for AArch64 NEON (see scan.h for the contract).
  *
  * Workload: as for the x86 scanners in canon_simd.c, message bodies are mostly ordinary
  * text and base64 (CRLF lines of 60-100 bytes, single spaces) that is canonical as it
  * stands, so the scanner's job is to cross long clean runs fast and stop rarely. This is
- * the SSE2 scanner's logic with NEON intrinsics, kept lane for lane the same so that
+ * the SSE2 scanner's logic (scan.c) with NEON intrinsics, kept lane for lane the same so that
  * both return the same e for every input (tests/cross/canon_neon_test.c checks that
- * against a byte-loop reference under qemu; the reference is checked against SSE2 on
- * x86-64 by the same file): three unaligned loads (the block, and the block shifted by one
+ * against the scalar reference of scan.c under qemu, and the same file checks SSE2
+ * against it on x86-64): three unaligned loads (the block, and the block shifted by one
  * byte either way) give each lane its neighbours, the rules are a few compares per 16
  * bytes, and one test per 64 bytes says whether anything needs the state machine.
  *
@@ -29,18 +29,18 @@
  * Speed: not measured. The build machines are x86-64 and qemu timings mean nothing; the
  * figures belong in PERFORMANCE.md once this runs on AArch64 hardware.
  *
- * On other architectures this file compiles to nothing (the header's guard).
+ * On other architectures this file compiles to nothing (scan.h's guard).
  */
-#include "canon_neon.h"
+#include "scan.h"
 
-#ifdef DKD_CANON_HAVE_NEON
+#ifdef DKD_SCAN_HAVE_NEON
 
 #include <arm_neon.h>
 #include <stdbool.h>
 
 /* The cut after the last whole block may fall between CR and LF, or after a SP whose
  * fate depends on the next byte; step back one byte (the byte before such a CR or SP is
- * never another CR or SP, or the scanner would have stopped there). As canon_simd.c. */
+ * never another CR or SP, or the scanner would have stopped there). As scan.c. */
 static inline size_t back_off(const uint8_t *p, size_t i, size_t e, bool relaxed)
 {
     if (e > i && (p[e - 1] == '\r' || (relaxed && p[e - 1] == ' '))) {
@@ -54,9 +54,9 @@ static inline size_t back_off(const uint8_t *p, size_t i, size_t e, bool relaxed
 static inline uint8x16_t bad_neon(const uint8_t *q, bool relaxed)
 {
     const uint8x16_t cr = vdupq_n_u8('\r'), lf = vdupq_n_u8('\n');
-    uint8x16_t c = vld1q_u8(q);
-    uint8x16_t nx = vld1q_u8(q + 1);
-    uint8x16_t pv = vld1q_u8(q - 1);
+    uint8x16_t c = dkd__scan_load16(q);
+    uint8x16_t nx = dkd__scan_load16(q + 1);
+    uint8x16_t pv = dkd__scan_load16(q - 1);
     uint8x16_t nx_lf = vceqq_u8(nx, lf);
     /* vbicq_u8(a, b) is a & ~b */
     uint8x16_t bare_lf = vbicq_u8(vceqq_u8(c, lf), vceqq_u8(pv, cr));
@@ -132,14 +132,14 @@ static inline size_t scan_neon(const uint8_t *p, size_t i, size_t n, bool relaxe
     return back_off(p, i, e, relaxed);
 }
 
-size_t dkd__canon_scan_simple_neon(const uint8_t *p, size_t i, size_t n)
+size_t dkd__scan_body_simple_neon(const uint8_t *p, size_t i, size_t n)
 {
     return scan_neon(p, i, n, false);
 }
 
-size_t dkd__canon_scan_relaxed_neon(const uint8_t *p, size_t i, size_t n)
+size_t dkd__scan_body_relaxed_neon(const uint8_t *p, size_t i, size_t n)
 {
     return scan_neon(p, i, n, true);
 }
 
-#endif /* DKD_CANON_HAVE_NEON */
+#endif /* DKD_SCAN_HAVE_NEON */
