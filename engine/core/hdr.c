@@ -44,7 +44,7 @@ static dkd_hdr_status parse_from(dkd_span block, size_t *pos_io, dkd_field *fiel
         const uint8_t *line = p + pos;
         size_t rest = len - pos;
         uint8_t c0 = line[0];
-        if (c0 == '\n' || (c0 == '\r' && rest > 1 && line[1] == '\n')) {
+        if (dkd__hdr_block_blank(line, rest) != 0) {
             break; /* the empty line that ends the header block */
         }
         size_t from; /* where the search for the line end starts */
@@ -111,40 +111,6 @@ dkd_hdr_status dkd__hdr_parse(dkd_span block, dkd_field *fields, size_t max, siz
         *err_off = pos; /* the start of the offending line */
     }
     return st;
-}
-
-size_t dkd__hdr_block_len(dkd_span msg)
-{
-    const uint8_t *p = msg.ptr;
-    size_t len = msg.len;
-
-    /* A message that opens with an empty line has no header fields: the block is
-     * that line alone, and everything after it is body. */
-    if (len >= 1 && p[0] == '\n') {
-        return 1;
-    }
-    if (len >= 2 && p[0] == '\r' && p[1] == '\n') {
-        return 2;
-    }
-
-    /* Otherwise the block ends at the first line end followed by an empty line, with
-     * either line end being CRLF or bare LF. */
-    size_t pos = 0;
-    while (pos < len) {
-        const uint8_t *lf = memchr(p + pos, '\n', len - pos);
-        if (lf == NULL) {
-            break;
-        }
-        size_t next = (size_t)(lf - p) + 1;
-        if (next < len && p[next] == '\n') {
-            return next + 1;
-        }
-        if (next + 1 < len && p[next] == '\r' && p[next + 1] == '\n') {
-            return next + 2;
-        }
-        pos = next;
-    }
-    return len;
 }
 
 dkd_hdr_status dkd__hdr_index_more(dkd_span block, size_t *pos, dkd_field *fields, size_t max,
