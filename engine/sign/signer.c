@@ -22,48 +22,9 @@
 #include "hdr.h"
 #include "key.h"
 #include "sig.h"
+#include "buf.h" /* the byte builder: appends never fail visibly, checked once */
 #include "signkey.h"
 #include "span.h"
-
-/* ---- a growable string with a sticky failure ---- */
-
-typedef struct sbuf {
-    char *ptr;
-    size_t len, cap;
-    bool failed;
-} sbuf;
-
-static void sb_put(sbuf *b, const void *p, size_t n)
-{
-    if (b->failed) {
-        return;
-    }
-    if (n + 1 > b->cap - b->len) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap - b->len < n + 1) {
-            if (cap > SIZE_MAX / 2) {
-                b->failed = true;
-                return;
-            }
-            cap *= 2;
-        }
-        char *np = realloc(b->ptr, cap);
-        if (np == NULL) {
-            b->failed = true;
-            return;
-        }
-        b->ptr = np;
-        b->cap = cap;
-    }
-    memcpy(b->ptr + b->len, p, n);
-    b->len += n;
-    b->ptr[b->len] = '\0';
-}
-
-static void sb_str(sbuf *b, const char *s)
-{
-    sb_put(b, s, strlen(s));
-}
 
 /* ---- the signature header, folded ---- */
 
@@ -72,19 +33,19 @@ enum { FOLD_WIDTH = 78 };
 /* folder: appends tag=value items, breaking lines (CRLF TAB) before an item that would
  * pass FOLD_WIDTH; long values break inside where FWS is allowed. */
 typedef struct folder {
-    sbuf *b;
+    dkd_buf *b;
     size_t col;
 } folder;
 
 static void fold_break(folder *f)
 {
-    sb_str(f->b, "\r\n\t");
+    dkd__buf_put_str(f->b, "\r\n\t");
     f->col = 8;
 }
 
 static void fold_text(folder *f, const char *s, size_t n)
 {
-    sb_put(f->b, s, n);
+    dkd__buf_append(f->b, s, n);
     f->col += n;
 }
 
@@ -214,7 +175,7 @@ static size_t count_named(const dkd_field *fields, size_t n, dkd_span name)
 }
 
 /* build_h makes the h= list: the caller's (checked), or the default one. */
-static bool build_h(const dkd_sign_opts *o, const dkd_field *fields, size_t n, sbuf *h,
+static bool build_h(const dkd_sign_opts *o, const dkd_field *fields, size_t n, dkd_buf *h,
                     char *err, size_t err_len)
 {
     if (o->headers != NULL) {
@@ -235,9 +196,9 @@ static bool build_h(const dkd_sign_opts *o, const dkd_field *fields, size_t n, s
             }
             from |= dkd__span_eq_str_nocase(item, "from");
             if (h->len > 0) {
-                sb_put(h, ":", 1);
+                dkd__buf_append(h, ":", 1);
             }
-            sb_put(h, item.ptr, item.len);
+            dkd__buf_append(h, item.ptr, item.len);
         }
         if (!from) {
             dkd__sign_err(err, err_len, "the header list must include From (RFC 6376 5.4)");
@@ -254,9 +215,9 @@ static bool build_h(const dkd_sign_opts *o, const dkd_field *fields, size_t n, s
         }
         for (size_t i = 0; i < c; i++) {
             if (h->len > 0) {
-                sb_put(h, ":", 1);
+                dkd__buf_append(h, ":", 1);
             }
-            sb_str(h, default_headers[d]);
+            dkd__buf_put_str(h, default_headers[d]);
         }
     }
     return true;
@@ -313,10 +274,12 @@ int dkd_sign(const dkd_signkey *key, const dkd_sign_opts *o, const uint8_t *msg,
         return DKD_ERR_SYNTAX;
     }
 
-    sbuf h = {0}, b = {0};
+    dkd_buf h, b;
+    dkd__buf_init(&h);
+    dkd__buf_init(&b);
     if (!build_h(o, fields, nfields, &h, err, err_len)) {
         free(fields);
-        free(h.ptr);
+        dkd__buf_free(&h);
         return DKD_ERR_SYNTAX;
     }
     enum dkd_canon hc = o->header_relaxed ? DKD_CANON_RELAXED : DKD_CANON_SIMPLE;
@@ -371,7 +334,8 @@ int dkd_sign(const dkd_signkey *key, const dkd_sign_opts *o, const uint8_t *msg,
         snprintf(num, sizeof num, "%llu", (unsigned long long)bc->emitted);
         fold_tag(&f, "l", num, false);
     }
-    fold_list(&f, "h", h.failed ? "" : h.ptr);
+    const char *h_list = dkd__buf_cstr(&h);
+    fold_list(&f, "h", h_list != NULL ? h_list : "");
     fold_b64(&f, "bh", bh64, false);
     if (f.col + 1 + 2 + 8 > FOLD_WIDTH) {
         fold_break(&f);
@@ -379,7 +343,7 @@ int dkd_sign(const dkd_signkey *key, const dkd_sign_opts *o, const uint8_t *msg,
         fold_text(&f, " ", 1);
     }
     fold_text(&f, "b=", 2);
-    if (b.failed || h.failed) {
+    if (dkd__buf_failed(&b) || dkd__buf_failed(&h)) {
         goto done;
     }
 
@@ -452,12 +416,13 @@ int dkd_sign(const dkd_signkey *key, const dkd_sign_opts *o, const uint8_t *msg,
         rest += take;
         n -= take;
     }
-    sb_str(&b, "\r\n");
-    if (b.failed) {
+    dkd__buf_put_str(&b, "\r\n");
+    char *text = dkd__buf_cstr(&b);
+    if (text == NULL) {
         goto done;
     }
-    *out = b.ptr;
-    b.ptr = NULL;
+    *out = text;
+    b = (dkd_buf){0}; /* *out owns the memory now */
     rc = 0;
     if (err != NULL && err_len > 0) {
         err[0] = '\0';
@@ -470,8 +435,8 @@ done:
     free(bc);
     EVP_MD_CTX_free(md);
     EVP_MD_free(sha256);
-    free(b.ptr);
-    free(h.ptr);
+    dkd__buf_free(&b);
+    dkd__buf_free(&h);
     free(fields);
     return rc;
 }
