@@ -163,6 +163,14 @@ struct worker {
     char pad[64];
 };
 
+/* ud_make packs these pointers with the op in the low 3 bits: each must be 8-byte
+ * aligned, and every op must fit in those bits. */
+_Static_assert(OP_SWEEP <= 7, "user_data ops must fit in the low 3 bits");
+_Static_assert(_Alignof(conn) >= 8, "conn pointers are packed into user_data");
+_Static_assert(_Alignof(worker) >= 8, "worker pointers are packed into user_data");
+_Static_assert(_Alignof(timer) >= 8, "timer pointers are packed into user_data");
+_Static_assert(_Alignof(listener) >= 8, "listener pointers are packed into user_data");
+
 struct dkd__server {
     dkd__server_config cfg;
     uid_t *allow_uids;

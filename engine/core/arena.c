@@ -7,8 +7,11 @@
  */
 #include "arena.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "check.h"
 
 struct dkd_arena_block {
     dkd_arena_block *next;
@@ -17,6 +20,13 @@ struct dkd_arena_block {
 };
 
 enum { ARENA_FIRST_BLOCK = 4096, ARENA_ALIGN = 16, ARENA_KEEP_MAX = 256 * 1024 };
+
+/* align_up masks, and every pointer handed out is data + a multiple of ARENA_ALIGN, so
+ * it is aligned for any type only when ARENA_ALIGN is a power-of-two multiple of
+ * max_align_t's alignment. */
+_Static_assert((ARENA_ALIGN & (ARENA_ALIGN - 1)) == 0, "ARENA_ALIGN is a power of two");
+_Static_assert(ARENA_ALIGN % _Alignof(max_align_t) == 0,
+               "arena allocations are aligned for any type");
 
 void dkd__arena_init(dkd_arena *a, size_t cap)
 {
@@ -37,6 +47,9 @@ void *dkd__arena_alloc(dkd_arena *a, size_t n)
         return NULL;
     }
     n = align_up(n ? n : 1);
+    /* used never passes the head block's size: it is set to n only with a block of at
+     * least n bytes, and grows only when the room checked below allows. */
+    DKD_ASSERT(a->head == NULL || a->used <= a->head->size);
     if (a->head != NULL && a->head->size - a->used >= n) {
         void *p = (uint8_t *)a->head->data + a->used;
         a->used += n;
