@@ -113,22 +113,7 @@ struct dkd_msg {
     unsigned rsa_next; /* round-robin victim */
 };
 
-/* ---- configuration and engine ---- */
-
-void dkd_config_init(dkd_config *cfg)
-{
-    memset(cfg, 0, sizeof *cfg);
-    cfg->max_signatures = 8;
-    cfg->min_rsa_bits = 1024;
-    cfg->max_rsa_bits = 8192;
-    cfg->allow_sha1 = false;
-    cfg->refuse_partial_body = false;
-    cfg->clock_skew = 300;
-    cfg->max_header_bytes = 1u << 20;
-    cfg->max_header_fields = 1000;
-    cfg->canon_impl = DKD_CANON_IMPL_AUTO;
-    cfg->sha256_impl = DKD_SHA256_IMPL_AUTO;
-}
+/* ---- the engine (dkd_config's defaults and names are in config.c) ---- */
 
 /* The CPU is asked here, once per engine; a choice it cannot run falls back to AUTO's. */
 static enum dkd_canon_impl resolve_canon_impl(enum dkd_canon_impl want)
@@ -189,24 +174,6 @@ enum dkd_canon_impl dkd_engine_canon_impl(const dkd_engine *eng)
 enum dkd_sha256_impl dkd_engine_sha256_impl(const dkd_engine *eng)
 {
     return eng->sha256_impl;
-}
-
-const char *dkd_canon_impl_name(enum dkd_canon_impl impl)
-{
-    return dkd__canon_impl_name(impl);
-}
-
-const char *dkd_sha256_impl_name(enum dkd_sha256_impl impl)
-{
-    switch (impl) {
-    case DKD_SHA256_IMPL_AUTO:
-        return "auto";
-    case DKD_SHA256_IMPL_OPENSSL:
-        return "openssl";
-    case DKD_SHA256_IMPL_SHANI:
-        return "shani";
-    }
-    return "?";
 }
 
 static const EVP_MD *engine_md(const dkd_engine *eng, enum dkd_hash hash)
