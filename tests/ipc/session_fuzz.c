@@ -235,7 +235,7 @@ static void feed(harness *h, const uint8_t *p, size_t n, size_t room)
     if (h->closed) {
         return;
     }
-    if (h->in_len + n > h->in_cap) {
+    if (h->in == NULL || h->in_len + n > h->in_cap) {
         size_t cap = h->in_cap ? h->in_cap : 4096;
         while (cap < h->in_len + n) {
             cap *= 2;
@@ -246,7 +246,9 @@ static void feed(harness *h, const uint8_t *p, size_t n, size_t room)
         }
         h->in_cap = cap;
     }
-    memcpy(h->in + h->in_len, p, n);
+    if (n > 0) {
+        memcpy(h->in + h->in_len, p, n);
+    }
     h->in_len += n;
     dkd__sess_input r = h->ops->input(h->sess, h->in, h->in_len, -1, 0, room);
     if (r.consumed > h->in_len) {
