@@ -178,6 +178,9 @@ static void fail(const char *what, uint32_t id)
 /* check_output reads the frames the session queued since the last check. */
 static void check_output(harness *h)
 {
+    if (h->out.len == h->out_seen) {
+        return; /* nothing new (and out.ptr may still be NULL) */
+    }
     dkd_span s = dkd__span(h->out.ptr + h->out_seen, h->out.len - h->out_seen);
     for (;;) {
         dkd__wire_header hd;
