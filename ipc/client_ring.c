@@ -8,7 +8,8 @@
  */
 #include "client_ring.h"
 
-#include <assert.h>
+#include "check.h" /* DKD_ASSERT: the ring's own state, never input */
+
 
 void dkd__client_ring_init(dkd__client_ring *r, size_t size, dkd__client_ring_entry *q,
                            uint32_t cap)
@@ -22,7 +23,7 @@ bool dkd__client_ring_place(const dkd__client_ring *r, size_t len, size_t *off)
         return false;
     }
     /* Freeing the last message resets head and tail, so an empty ring starts at 0. */
-    assert(r->q_count > 0 || (r->head == 0 && r->tail == 0));
+    DKD_ASSERT(r->q_count > 0 || (r->head == 0 && r->tail == 0));
     bool wrapped = r->q_count > 0 && r->head < r->tail;
     if (!wrapped) {
         if (r->size - r->head >= len) {
@@ -45,7 +46,7 @@ bool dkd__client_ring_place(const dkd__client_ring *r, size_t len, size_t *off)
 
 uint32_t dkd__client_ring_push(dkd__client_ring *r, size_t off, size_t len)
 {
-    assert(r->q_count < r->q_cap && off + len <= r->size);
+    DKD_ASSERT(r->q_count < r->q_cap && off + len <= r->size);
     uint32_t pos = (r->q_first + r->q_count) % r->q_cap;
     r->q[pos] = (dkd__client_ring_entry){.off = off, .end = off + len};
     if (r->q_count == 0) {
@@ -58,7 +59,7 @@ uint32_t dkd__client_ring_push(dkd__client_ring *r, size_t off, size_t len)
 
 void dkd__client_ring_free(dkd__client_ring *r, uint32_t pos)
 {
-    assert(pos < r->q_cap && !r->q[pos].done);
+    DKD_ASSERT(pos < r->q_cap && !r->q[pos].done);
     r->q[pos].done = true;
     while (r->q_count > 0 && r->q[r->q_first].done) {
         r->q_first = (r->q_first + 1) % r->q_cap;

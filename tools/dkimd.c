@@ -162,6 +162,7 @@ static void resolver_stats(void *arg, void (*add)(void *ctx, const char *name, u
     add(ctx, "dns.timeout", st.err_timeout);
     add(ctx, "dns.bogus", st.err_bogus);
     add(ctx, "dns.bad_record", st.err_syntax);
+    add(ctx, "resolver.canaries", st.canaries);
 }
 
 /* ---- the socket ---- */

@@ -10,7 +10,7 @@
  *
  * Written from FIPS 180-4 (padding, constants, initial value) and Intel's description
  * of SHA256RNDS2 / SHA256MSG1 / SHA256MSG2; checked against OpenSSL in
- * tests/core/canon_test.c and tests/core/sha256_test.c.
+ * tests/core/canon_random_test.c and tests/core/sha256_test.c.
  */
 #include "sha256.h"
 

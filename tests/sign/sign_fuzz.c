@@ -1,5 +1,5 @@
 /*
- * sign_fuzz.c - libFuzzer target for engine/sign/sign.c. The first byte picks the property:
+ * sign_fuzz.c - libFuzzer target for the signer (engine/sign/). The first byte picks the property:
  *
  *  - even: the input after it is a message. Signed with an Ed25519 key (fast, so the
  *    fuzzer spends its time in the parsers) under the canonicalization the byte's bits
