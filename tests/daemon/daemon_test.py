@@ -1200,18 +1200,37 @@ def t_shm(dkimd, root, tmp):
         check(d.stop() == 0, "noshm daemon exits 0")
 
 
+def source_root():
+    return os.environ.get("DKD_SOURCE_ROOT", os.path.dirname(os.path.dirname(
+        os.path.dirname(os.path.abspath(__file__)))))
+
+
+def run_named(tests):
+    """Runs [(name, fn)], only the names in $DKD_DAEMON_TESTS when it is set; a check that
+    raises counts as failed and does not hide the others. Returns the exit status."""
+    import traceback
+    only = os.environ.get("DKD_DAEMON_TESTS", "").split(",")
+    for name, fn in tests:
+        if only != [""] and name not in only:
+            continue
+        try:
+            fn()
+        except Exception as e:
+            traceback.print_exc()
+            check(False, "%s raised %s: %s" % (name, type(e).__name__, e))
+    print("%d failed" % len(FAILURES))
+    return 1 if FAILURES else 0
+
+
 def main():
     if len(sys.argv) != 3:
         print(__doc__)
         return 2
     dkimd, dkimctl = sys.argv[1], sys.argv[2]
-    root = os.environ.get("DKD_SOURCE_ROOT",
-                          os.path.dirname(os.path.dirname(os.path.dirname(
-                              os.path.abspath(__file__)))))
+    root = source_root()
     shared = os.environ.get("DKD_SHARED", os.path.join(root, "..", "shared"))
     global REASONS
     REASONS = load_reasons(root)
-    only = os.environ.get("DKD_DAEMON_TESTS", "").split(",")
     with tempfile.TemporaryDirectory(prefix="dkimd-test-") as tmp:
         tests = [
             ("malformed", lambda: t_malformed(dkimd, root, tmp)),
@@ -1223,15 +1242,7 @@ def main():
             ("shm", lambda: t_shm(dkimd, root, tmp)),
             ("conformance", lambda: t_conformance(dkimd, dkimctl, shared, tmp)),
         ]
-        for name, fn in tests:
-            if only != [""] and name not in only:
-                continue
-            try:
-                fn()
-            except Exception as e:  # a crash of one check must not hide the others
-                check(False, "%s raised %s: %s" % (name, type(e).__name__, e))
-    print("%d failed" % len(FAILURES))
-    return 1 if FAILURES else 0
+        return run_named(tests)
 
 
 REASONS = []

@@ -39,8 +39,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import daemon_test  # noqa: E402
 from daemon_test import (  # noqa: E402
     BEGIN, BODY, END, ERROR, E_MALFORMED, E_OVERLOADED, E_PROTOCOL, E_SHUTTING_DOWN,
-    FAILURES, HELLO_OK, PING, PONG, RESULT, SHM_ATTACH, STATS, STATS_REPLY, VERIFY,
-    Conn, Daemon, SlowDNS, check, frame, hello_frame, options, parse_error, parse_result,
+    PING, PONG, RESULT, SHM_ATTACH, STATS, STATS_REPLY, VERIFY,
+    Conn, Daemon, SlowDNS, check, frame, options, parse_error, parse_result,
     parse_stats, shm_region, split_header, stats, zone_records)
 
 
@@ -407,11 +407,8 @@ def main():
         print(__doc__)
         return 2
     dkimd, dkimctl = sys.argv[1], sys.argv[2]
-    root = os.environ.get("DKD_SOURCE_ROOT",
-                          os.path.dirname(os.path.dirname(os.path.dirname(
-                              os.path.abspath(__file__)))))
+    root = daemon_test.source_root()
     daemon_test.REASONS = daemon_test.load_reasons(root)
-    only = os.environ.get("DKD_DAEMON_TESTS", "").split(",")
     with tempfile.TemporaryDirectory(prefix="dkimd-hostile-") as tmp:
         tests = [
             ("ids", lambda: t_ids(dkimd, root, tmp)),
@@ -421,17 +418,7 @@ def main():
             ("slow", lambda: t_slow(dkimd, root, tmp)),
             ("unread", lambda: t_unread(dkimd, root, tmp)),
         ]
-        for name, fn in tests:
-            if only != [""] and name not in only:
-                continue
-            try:
-                fn()
-            except Exception as e:  # one crashing check must not hide the others
-                import traceback
-                traceback.print_exc()
-                check(False, "%s raised %s: %s" % (name, type(e).__name__, e))
-    print("%d failed" % len(FAILURES))
-    return 1 if FAILURES else 0
+        return daemon_test.run_named(tests)
 
 
 if __name__ == "__main__":
