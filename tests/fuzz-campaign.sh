@@ -106,6 +106,7 @@ if ! "${nice_cmd[@]}" ninja -C "$build" "${programs[@]}" >"$out/build.log" 2>&1;
 fi
 
 # The tree that was built, for the summary: its commit and the tracked files changed in it.
+commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null)
 dirty=$(git -C "$root" status --porcelain --untracked-files=no 2>/dev/null | awk '{ print $NF }' |
     paste -sd ' ' -)
 
@@ -212,7 +213,7 @@ done
 
 {
     echo "# tests/fuzz-campaign.sh -s $seconds -j $jobs -t $timeout_s," \
-         "${nice_cmd[*]:-not niced}; $(git -C "$root" rev-parse --short HEAD 2>/dev/null)," \
+         "${nice_cmd[*]:-not niced}; built at ${commit:-?}," \
          "$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, $(clang --version | head -n 1)"
     if [ -n "$dirty" ]; then
         echo "# built with uncommitted changes to: $dirty"
