@@ -8,7 +8,7 @@ during and after them. Every healthy name is new (its own selector), so nothing 
 answered from a cache: each lookup is a DNS query that must reach the server and come
 back.
 
-  forward    --resolver to a 'dark' responder (tests/resolver/dnstest.py): it answers
+  forward    --resolver to a 'dark' responder (tests/keys/dnstest.py): it answers
              every name at once except those under darkN.example., which it silently
              drops, as a recursive resolver whose upstream for those domains is dead.
              A burst of 50 (--dns-timeout 500) and of 256 (--dns-timeout 2000) dark
@@ -51,7 +51,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "resolver"))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "keys"))
 import daemon_test as dt  # noqa: E402  (the wire client and the daemon runner)
 import dnstest  # noqa: E402
 
@@ -263,7 +263,7 @@ def forward(dkimd, msgs, tmp, label, ndark, timeout_ms, spacing):
         print("    the forwarder saw %d queries, %d canaries%s" %
               (fwd.count, len(canaries), " over %.1f s, at least %.0f ms apart" %
                (canaries[-1] - canaries[0], min(gaps) * 1000) if gaps else ""))
-        # engine/keys/resolver.c sends at most one a second (tests/resolver checks that
+        # engine/keys/resolver.c sends at most one a second (tests/keys checks that
         # exactly). Here they arrive as late as libunbound sends them, in a burst some
         # 100 ms apart (892 ms seen in forward-50): the count over the span, with a
         # second to spare, is what this can check.

@@ -30,7 +30,7 @@ DKIMD = sys.argv[2] if len(sys.argv) > 2 else None
 ROOT = os.environ.get("DKD_SOURCE_ROOT",
                       os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 SAMPLES = os.path.join(ROOT, "samples")
-sys.path.insert(0, os.path.join(ROOT, "tests", "resolver"))
+sys.path.insert(0, os.path.join(ROOT, "tests", "keys"))
 
 passed = failed = 0
 
@@ -384,7 +384,7 @@ def test_dns(tmp, jr, je, rsa, other_zone_lines):
     try:
         import dnstest
     except ImportError:
-        check(False, "tests/resolver/dnstest.py is present")
+        check(False, "tests/keys/dnstest.py is present")
         return
     if not os.path.exists(dnstest.UNBOUND):
         print("SKIP DNS paths: no unbound binary")
