@@ -5,7 +5,10 @@
  *    fuzzer spends its time in the parsers) under the canonicalization the byte's bits
  *    choose, it must verify with the engine; and with the first body letter changed it
  *    must fail with body-hash-mismatch. dkd_sign may refuse (no From, too many fields),
- *    never crash.
+ *    never crash. The streaming signer, fed the header block and then the body in
+ *    chunks whose sizes come from the body's own bytes, writes the same field byte for
+ *    byte (Ed25519 signatures are deterministic), and refuses exactly what dkd_sign
+ *    refuses.
  *  - odd: the input after it is a key record. dkd_record_lint never calls a record
  *    "fine" (no error) when the key parser refuses it, every finding's offset lies in
  *    the record, and it reports nothing at all only never.
@@ -71,6 +74,29 @@ static enum dkd_reason verify_first(const uint8_t *m, size_t len)
     return r[0].reason;
 }
 
+/* sign_streamed is dkd_sign through dkd_signer, the body cut where its bytes say. */
+static int sign_streamed(const dkd_sign_opts *o, const uint8_t *data, size_t size, char **out)
+{
+    char err[256];
+    size_t hlen = dkd_split_message(data, size);
+    dkd_signer *s = NULL;
+    int rc = dkd_signer_begin(key, o, data, hlen, &s, err, sizeof err);
+    if (rc != 0) {
+        CHECK(s == NULL);
+        return rc;
+    }
+    for (size_t pos = hlen; pos < size;) {
+        size_t n = 1 + data[pos] % 13; /* short pieces, so CRLFs and WSP runs get cut */
+        n = n < size - pos ? n : size - pos;
+        CHECK(dkd_signer_body(s, data + pos, n) == 0);
+        pos += n;
+    }
+    rc = dkd_signer_end(s, out, err, sizeof err);
+    CHECK(dkd_signer_body(s, data, 0) == DKD_ERR_STATE);
+    dkd_signer_free(s);
+    return rc;
+}
+
 static void sign_property(uint8_t mode, const uint8_t *data, size_t size)
 {
     dkd_sign_opts o;
@@ -81,11 +107,15 @@ static void sign_property(uint8_t mode, const uint8_t *data, size_t size)
     o.header_relaxed = (mode & 2) != 0;
     o.body_relaxed = (mode & 4) != 0;
     o.body_length = (mode & 8) != 0;
-    char err[256], *hdr = NULL;
-    if (dkd_sign(key, &o, data, size, &hdr, err, sizeof err) != 0) {
-        CHECK(hdr == NULL);
+    char err[256], *hdr = NULL, *streamed = NULL;
+    int rc = dkd_sign(key, &o, data, size, &hdr, err, sizeof err);
+    CHECK(sign_streamed(&o, data, size, &streamed) == rc);
+    if (rc != 0) {
+        CHECK(hdr == NULL && streamed == NULL);
         return;
     }
+    CHECK(strcmp(hdr, streamed) == 0);
+    free(streamed);
     size_t hl = strlen(hdr);
     uint8_t *m = malloc(hl + size + 1);
     CHECK(m != NULL);

@@ -3,7 +3,9 @@
  * key types and every canonicalization; a round-trip property over random messages
  * (sign -> pass; one body byte changed -> body-hash-mismatch; one signed header byte
  * changed -> signature-mismatch); the default header list; folding; l=; key files;
- * key pair matching; the record linter's findings; the From domain reader.
+ * key pair matching; the record linter's findings; the From domain reader; the streaming
+ * signer (dkd_signer), against signatures the whole-message signer wrote before it was
+ * built on it and against dkd_sign for random messages cut into random chunks.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -344,6 +346,286 @@ static void test_round_trip_property(void **state)
     }
 }
 
+/* ---- streaming (dkd_signer) ---- */
+
+/* Test-only keys, never published: with them and a fixed t= the signatures below are
+ * the exact bytes dkd_sign wrote before it was rebuilt on the streaming signer (RSA
+ * PKCS#1 v1.5 and Ed25519 are both deterministic), so "same output" is checked against
+ * the old code and not only against itself. */
+static const char golden_ed_pem[] =
+    "-----BEGIN PRIVATE KEY-----\n"
+    "MC4CAQAwBQYDK2VwBCIEIKtw25GB0z8XI1tOJcxDn0Dye5Na1E8h3lAFnrh32GU7\n"
+    "-----END PRIVATE KEY-----\n";
+
+static const char golden_rsa_pem[] =
+    "-----BEGIN PRIVATE KEY-----\n"
+    "MIICdgIBADANBgkqhkiG9w0BAQEFAASCAmAwggJcAgEAAoGBAM0O7iqfm3SBswS3\n"
+    "Vnpa6h8IbU0G1rRHfOXQSrdVn7srsLrOlnULiwsU6ts/awy9ZmZej4adFv0Cs7tj\n"
+    "AOGCjZau3tKdz3fIgv1KXcu21+/5eHEz9KQXhxon5SazTudOATGJtFM/8WGmL1v+\n"
+    "bhIoN84e0fbIfOa5m+iZuYe+JnCPAgMBAAECgYBdRB0vZcjfBN7XlkvO+urhkoOk\n"
+    "NSgSdzFnlYVmPZuZFhYb4TqtocJsF+d6MS4PbVXV2cyN/YUnLsNwx2bvKuIahpuH\n"
+    "Nl2OnvOmJzw0T2YdxtEveY7arZKJ5QpRFQHc8l4X74ccUm+V4d2OJt24taMZ2+kE\n"
+    "nPmSFwYzVPljdphqAQJBAOkGbg4SoX7YNtv7lp07j2yRf36nRqIiGOwGwBjkMxkS\n"
+    "TjB+DPGOibRH7sSROcKVJlRyRypzelCHsxwWuStaz18CQQDhRp3YqbGg55rqT0hg\n"
+    "Jsasp0Sc/pdXDNvuDpSBPrcOXN4Cg0LtIgz5S3aIOTC5fj7QzrYGNhc1nYhkYVNz\n"
+    "o1zRAkB7WhAAGxSqFMJViMSdzt2JVyvqW5okUXBn4NrnUkVKTEpfmRo49H8ok7tt\n"
+    "CoNM4a88nJHXgvGIl4zUnaK/tH55AkAZPoCRtvJgxZNmjlvd6np4/oWB0kXDS32Z\n"
+    "v6iEkzKQOXfncC4fxKEPjpVJzp7XKn5/h6p+J7GSIIUYOo/PdY8BAkEAg+Z4YNQL\n"
+    "3g9M5wM07LBuppGFXcf7MCpcUG6SjtQ6YYQc+QfB99E2ShwmBVK6EcnE7YzhCXoc\n"
+    "fLZQnE9fOJGu7g==\n"
+    "-----END PRIVATE KEY-----\n";
+
+typedef struct golden_case {
+    const char *msg;
+    bool ed, header_relaxed, body_relaxed, body_length;
+    const char *identity, *headers;
+    uint64_t expire_after;
+} golden_case;
+
+static const golden_case golden[] = {
+    {"From: Alice <alice@example.com>\r\nTo: bob@example.net\r\nSubject:  Hello   there \r\n"
+     "Date: Mon, 24 Nov 2025 16:00:00 +0000\r\nMessage-ID: <1@example.com>\r\n"
+     "X-Unsigned: yes\r\n\r\nBody line one  \r\n\tindented\r\n\r\n\r\n",
+     true, true, true, false, NULL, NULL, 0},
+    {"From: a@example.com\nSubject: x\nTo: b@example.net,\n c@example.net\n\n"
+     "line  one\n\n  two\t\n\n\n",
+     false, false, false, true, "@example.com", NULL, 3600},
+    {"Received: from x\r\n\tby y\r\nFROM:  B <b@example.com>\r\nSubject: folded\r\n"
+     "  subject\r\nFrom: second@example.com\r\n\r\na \t b\r\n\nmixed\r\n \r\n\t\r\n",
+     false, true, false, false, NULL, "from:subject:x-absent", 0},
+    {"From: only@example.com\r\nSubject: no body", true, false, true, true, NULL, NULL, 0},
+};
+
+/* golden_want[i] is what dkd_sign wrote for golden[i] before dkd_signer existed. */
+static const char *const golden_want[] = {
+    "DKIM-Signature: v=1; a=ed25519-sha256; c=relaxed/relaxed; d=example.com; s=ed;\r\n"
+    "\tt=1700000000; h=from:from:to:subject:date:message-id; bh=hoNqMfjMCy1G8\r\n"
+    "\t4brrACfNXddupS77x0bceRb9kSHEB0=; b=Oga3wZL5t8QU9H4rjG3ciht1neEjppstnPK\r\n"
+    "\tnp18O9HTsohG0EF4UI4O6KBJFDOfDyq02l9ZdD1Jd2QfpGhx2AQ==\r\n",
+    "DKIM-Signature: v=1; a=rsa-sha256; c=simple/simple; d=example.com; s=rsa;\r\n"
+    "\ti=@example.com; t=1700000000; x=1700003600; l=21; h=from:from:to\r\n"
+    "\t:subject; bh=JzALuGiTLrrODAmB/3yBKNxQlznQazJcUiQeCC+2Ja0=; b=nnh7kjQFc\r\n"
+    "\tyakmpp/51/6Jero2AIwPBnA1L5cCjBmedOrKsVmNIFg99kMgvEp7dli7YRL6/0wD9ic92B\r\n"
+    "\tx7iQO0P3PFb1nNBz5vIlKo+AJYP1Rmz8GFQ4NMeB8rw/EZuCu/L3MXOpHyL1O5Skdl4CEt\r\n"
+    "\t55ji/aAs8c+95NZO9bdCIM=\r\n",
+    "DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/simple; d=example.com; s=rsa;\r\n"
+    "\tt=1700000000; h=from:subject:x-absent; bh=lGKLc3E6UeGDLM4/rBjFqHmY6Kwp\r\n"
+    "\t+2exS37OhivQwHM=; b=r5luH/a9b+Zwwzrb7Z4mGJcynzTm1OOScTWiELOTiVN6u9A5vn\r\n"
+    "\t9YGlYcg0rSMfpfrzc1ebKLHciIHG69dQlfHhLMgs3fthSBUBf4yz6RtZHDzydXzerm3v8I\r\n"
+    "\t915I3zUMCM0ih4QSUsXE6WM4DafGmpBpqM32JKjPw1D4UHqYk+0=\r\n",
+    "DKIM-Signature: v=1; a=ed25519-sha256; c=simple/relaxed; d=example.com; s=ed;\r\n"
+    "\tt=1700000000; l=0; h=from:from:subject; bh=47DEQpj8HBSa+/TImW+5JCeuQeR\r\n"
+    "\tkm5NMpJWZG3hSuFU=; b=BhNIsHI0n8LPTcmYX6mCZrs9xlofWFmJN4iDON3DrjiFSDsIl\r\n"
+    "\t2mUZm00PyKzAk4k5ciwTkB0UXk0Blz7+zlXDQ==\r\n",
+};
+
+static dkd_signkey *load_pem_text(const char *name, const char *pem)
+{
+    char path[512], err[256];
+    snprintf(path, sizeof path, "%s/%s", tmpdir, name);
+    write_file(path, pem);
+    dkd_signkey *k = dkd_signkey_load(path, err, sizeof err);
+    unlink(path);
+    if (k == NULL) {
+        fail_msg("%s", err);
+    }
+    return k;
+}
+
+/* fields_len is the header block without its empty line, when it has one. */
+static size_t fields_len(const uint8_t *m, size_t hlen)
+{
+    if (hlen >= 3 && memcmp(m + hlen - 3, "\n\r\n", 3) == 0) {
+        return hlen - 2;
+    }
+    if (hlen >= 2 && m[hlen - 2] == '\n' && m[hlen - 1] == '\n') {
+        return hlen - 1;
+    }
+    return hlen;
+}
+
+/* sign_streamed signs m with the streaming signer: the header block given with or
+ * without its empty line, the body cut at random points, or at every CR when cut_at_cr
+ * (so each CRLF is split across two calls); each piece at a guard page. */
+static char *sign_streamed(const dkd_signkey *k, const dkd_sign_opts *o, const uint8_t *m,
+                           size_t len, bool with_blank, bool cut_at_cr)
+{
+    size_t hlen = dkd_split_message(m, len);
+    size_t give = with_blank ? hlen : fields_len(m, hlen);
+    char err[256] = "", *out = NULL;
+    dkd_signer *s = NULL;
+    int rc = dkd_signer_begin(k, o, guard_copy(m, give), give, &s, err, sizeof err);
+    if (rc != 0) {
+        fail_msg("dkd_signer_begin: %s", err);
+    }
+    size_t pos = hlen;
+    while (pos < len) {
+        size_t n = 1 + next_rand() % 97;
+        if (cut_at_cr) {
+            const uint8_t *cr = memchr(m + pos, '\r', len - pos);
+            n = cr != NULL ? (size_t)(cr - (m + pos)) + 1 : len - pos;
+        } else if (next_rand() % 8 == 0) {
+            n = 0; /* empty chunks are allowed too */
+        }
+        n = n < len - pos ? n : len - pos;
+        assert_int_equal(dkd_signer_body(s, guard_copy(m + pos, n), n), 0);
+        pos += n;
+    }
+    rc = dkd_signer_end(s, &out, err, sizeof err);
+    if (rc != 0) {
+        fail_msg("dkd_signer_end: %s", err);
+    }
+    dkd_signer_free(s);
+    return out;
+}
+
+static void golden_opts(const golden_case *g, dkd_sign_opts *o)
+{
+    dkd_sign_opts_init(o);
+    o->domain = "example.com";
+    o->selector = g->ed ? "ed" : "rsa";
+    o->identity = g->identity;
+    o->headers = g->headers;
+    o->header_relaxed = g->header_relaxed;
+    o->body_relaxed = g->body_relaxed;
+    o->body_length = g->body_length;
+    o->timestamp = 1700000000;
+    o->expire_after = g->expire_after;
+}
+
+static void test_signer_golden(void **state)
+{
+    (void)state;
+    dkd_signkey *ed = load_pem_text("ed.pem", golden_ed_pem);
+    dkd_signkey *rsa = load_pem_text("rsa.pem", golden_rsa_pem);
+    for (size_t i = 0; i < sizeof golden / sizeof golden[0]; i++) {
+        const golden_case *g = &golden[i];
+        dkd_sign_opts o;
+        golden_opts(g, &o);
+        const uint8_t *m = (const uint8_t *)g->msg;
+        size_t len = strlen(g->msg);
+        char err[256], *whole = NULL;
+        assert_int_equal(dkd_sign(g->ed ? ed : rsa, &o, m, len, &whole, err, sizeof err), 0);
+        assert_string_equal(whole, golden_want[i]);
+        for (int v = 0; v < 4; v++) {
+            char *part = sign_streamed(g->ed ? ed : rsa, &o, m, len, v & 1, v & 2);
+            assert_string_equal(part, golden_want[i]);
+            free(part);
+        }
+        free(whole);
+    }
+    dkd_signkey_free(ed);
+    dkd_signkey_free(rsa);
+}
+
+/* lf_only turns every CRLF of buf into a bare LF, in place; returns the new length. */
+static size_t lf_only(char *buf, size_t len)
+{
+    size_t w = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (!(buf[i] == '\r' && i + 1 < len && buf[i + 1] == '\n')) {
+            buf[w++] = buf[i];
+        }
+    }
+    return w;
+}
+
+static void test_signer_random_splits(void **state)
+{
+    (void)state;
+    char buf[8192];
+    for (int iter = 0; iter < 200; iter++) {
+        size_t len = random_message(buf, sizeof buf);
+        if (iter % 3 == 1) {
+            len = lf_only(buf, len);
+        }
+        dkd_sign_opts o;
+        dkd_sign_opts_init(&o);
+        o.domain = "example.com";
+        o.header_relaxed = next_rand() % 2;
+        o.body_relaxed = next_rand() % 2;
+        o.body_length = next_rand() % 4 == 0;
+        o.timestamp = 1700000000 + iter;
+        bool ed = next_rand() % 2;
+        o.selector = ed ? "ed" : "rsa";
+        const dkd_signkey *k = ed ? ed_key : rsa_key;
+        char err[256], *whole = NULL;
+        assert_int_equal(dkd_sign(k, &o, (const uint8_t *)buf, len, &whole, err, sizeof err), 0);
+        char *part = sign_streamed(k, &o, (const uint8_t *)buf, len, iter % 2, iter % 5 == 0);
+        if (strcmp(part, whole) != 0) {
+            fail_msg("iteration %d differs:\n%s\n%s", iter, whole, part);
+        }
+        free(part);
+        free(whole);
+    }
+}
+
+static void test_signer_errors_and_state(void **state)
+{
+    (void)state;
+    dkd_sign_opts o;
+    dkd_sign_opts_init(&o);
+    o.domain = "example.com";
+    o.selector = "ed";
+    char err[256], *out = NULL;
+    dkd_signer *s = (dkd_signer *)&o; /* must be overwritten with NULL on failure */
+    static const char nofrom[] = "To: x@example.net\r\nSubject: s\r\n";
+    assert_int_equal(dkd_signer_begin(ed_key, &o, guard_str(nofrom), strlen(nofrom), &s, err,
+                                      sizeof err),
+                     DKD_ERR_SYNTAX);
+    assert_null(s);
+    assert_non_null(strstr(err, "From"));
+    static const char hdr[] = "From: a@example.com\r\nSubject: s\r\n";
+    o.domain = "bad domain";
+    assert_int_equal(
+        dkd_signer_begin(ed_key, &o, guard_str(hdr), strlen(hdr), &s, err, sizeof err),
+        DKD_ERR_SYNTAX);
+    assert_null(s);
+    assert_non_null(strstr(err, "d="));
+    o.domain = "example.com";
+    o.selector = "";
+    assert_int_equal(
+        dkd_signer_begin(ed_key, &o, guard_str(hdr), strlen(hdr), &s, err, sizeof err),
+        DKD_ERR_SYNTAX);
+    o.selector = "ed";
+    /* A whole message is not a header block: its body would go unhashed. */
+    static const char whole[] = "From: a@example.com\r\n\r\nbody\r\n";
+    assert_int_equal(
+        dkd_signer_begin(ed_key, &o, guard_str(whole), strlen(whole), &s, err, sizeof err),
+        DKD_ERR_SYNTAX);
+    assert_null(s);
+    static const char folded[] = " x\r\nFrom: a@example.com\r\n";
+    assert_int_equal(
+        dkd_signer_begin(ed_key, &o, guard_str(folded), strlen(folded), &s, err, sizeof err),
+        DKD_ERR_SYNTAX);
+
+    /* Body after end, end twice: DKD_ERR_STATE, and *out stays NULL. */
+    assert_int_equal(
+        dkd_signer_begin(ed_key, &o, guard_str(hdr), strlen(hdr), &s, err, sizeof err), 0);
+    assert_non_null(s);
+    assert_int_equal(dkd_signer_body(s, (const uint8_t *)"hi\r\n", 4), 0);
+    assert_int_equal(dkd_signer_end(s, &out, err, sizeof err), 0);
+    assert_non_null(out);
+    free(out);
+    assert_int_equal(dkd_signer_body(s, (const uint8_t *)"more\r\n", 6), DKD_ERR_STATE);
+    out = (char *)err;
+    assert_int_equal(dkd_signer_end(s, &out, err, sizeof err), DKD_ERR_STATE);
+    assert_null(out);
+    dkd_signer_free(s);
+    dkd_signer_free(NULL);
+
+    /* The options' strings are copied: o may change after begin. */
+    char domain[] = "example.com";
+    o.domain = domain;
+    assert_int_equal(
+        dkd_signer_begin(ed_key, &o, guard_str(hdr), strlen(hdr), &s, err, sizeof err), 0);
+    memcpy(domain, "EXAMPLE.ORG", sizeof domain);
+    assert_int_equal(dkd_signer_end(s, &out, err, sizeof err), 0);
+    assert_non_null(strstr(out, "d=example.com;"));
+    free(out);
+    dkd_signer_free(s);
+}
+
 /* ---- keys ---- */
 
 static void test_key_files_and_matching(void **state)
@@ -473,6 +755,9 @@ int main(void)
         cmocka_unit_test(test_custom_headers_and_errors),
         cmocka_unit_test(test_body_length_and_lf),
         cmocka_unit_test(test_round_trip_property),
+        cmocka_unit_test(test_signer_golden),
+        cmocka_unit_test(test_signer_random_splits),
+        cmocka_unit_test(test_signer_errors_and_state),
         cmocka_unit_test(test_key_files_and_matching),
         cmocka_unit_test(test_lint),
         cmocka_unit_test(test_from_domain),

@@ -20,6 +20,9 @@
  * dkd_record_lint checks a key record's text tag by tag with the engine's tag-list
  * parser and reports every finding, for `dkimctl check-record`.
  *
+ * dkd_signer (below) is dkd_sign in pieces, for a milter: begin with the header block,
+ * body chunks split anywhere, end; the field it returns is dkd_sign's, byte for byte.
+ *
  * Threads: a dkd_signkey is immutable after it is made and may be shared; each call
  * uses only its own state.
  */
@@ -103,6 +106,56 @@ void dkd_sign_opts_init(dkd_sign_opts *o);
  */
 int dkd_sign(const dkd_signkey *key, const dkd_sign_opts *o, const uint8_t *msg, size_t len,
              char **out, char *err, size_t err_len);
+
+/*
+ * ---- streaming ----
+ *
+ * dkd_signer signs a message that arrives in pieces (a milter's header fields, then
+ * body chunks), with the same result as dkd_sign on the whole message, byte for byte:
+ *
+ *   dkd_signer *s;
+ *   if (dkd_signer_begin(k, &o, hdr, hlen, &s, err, sizeof err) == 0) {
+ *       for each chunk: dkd_signer_body(s, chunk, n);
+ *       dkd_signer_end(s, &field, err, sizeof err);   // then free(field)
+ *       dkd_signer_free(s);
+ *   }
+ *
+ * Memory: a copy of the header block and a fixed state (about 5 KiB, most of it the
+ * canonicalizer's batch), whatever the size of the body. One signer belongs to one
+ * thread at a time; signers that share a key may run on different threads.
+ */
+typedef struct dkd_signer dkd_signer;
+
+/*
+ * dkd_signer_begin starts signing the message whose header block is hdr[0..hlen): its
+ * fields with or without the empty line that ends them, CRLF or bare LF (bytes after
+ * the empty line are refused: they are body, for dkd_signer_body). It checks what
+ * dkd_sign checks (d=, s=, i=, From present, a block that does not open with a folded
+ * line), builds h= from the block, and copies the block and o's strings, so neither
+ * hdr nor o need outlive the call; key is borrowed until dkd_signer_free. Returns 0 with
+ * the new signer in *out, or a negative DKD_ERR_* with a message in err and *out NULL.
+ */
+int dkd_signer_begin(const dkd_signkey *key, const dkd_sign_opts *o, const uint8_t *hdr,
+                     size_t hlen, dkd_signer **out, char *err, size_t err_len);
+
+/*
+ * dkd_signer_body feeds the next len bytes of the body; chunks may split it anywhere,
+ * a CRLF included. chunk is read during the call only. Returns 0, or DKD_ERR_STATE
+ * after dkd_signer_end.
+ */
+int dkd_signer_body(dkd_signer *s, const uint8_t *chunk, size_t len);
+
+/*
+ * dkd_signer_end finishes the body and stores in *out the DKIM-Signature field, exactly
+ * as dkd_sign does (malloc'd, folded, ending in CRLF; the caller frees it). t= is taken
+ * now when o->timestamp was negative. Returns 0, or a negative DKD_ERR_* with a message
+ * in err and *out NULL: DKD_ERR_STATE when called a second time (a failed end counts:
+ * the body hash is spent either way). The signer is still to be freed.
+ */
+int dkd_signer_end(dkd_signer *s, char **out, char *err, size_t err_len);
+
+/* dkd_signer_free releases s (NULL is a no-op), ended or not. */
+void dkd_signer_free(dkd_signer *s);
 
 /*
  * dkd_from_domain finds the From header fields of msg (a whole message or its header
