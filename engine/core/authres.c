@@ -11,6 +11,10 @@
  * Values are written bare when RFC 8601's grammar allows it (a token, or
  * local-part@domain for header.i) and as quoted-strings otherwise, so a hostile d= such as
  * "example.com;dkim=pass" can never forge a second result.
+ *
+ * dkd__authres_servid_is reads the other way: whether a field that arrived with the
+ * message claims our authserv-id, one call per Authentication-Results field of each
+ * inbound message (a few at most), so it is a plain byte walk with no copy.
  */
 #include "authres.h"
 
@@ -162,4 +166,147 @@ char *dkd__authres_format(dkd_arena *arena, const char *authserv_id, const dkd_s
         put_resinfo(&b, &results[i]);
     }
     return dkd__buf_cstr(&b);
+}
+
+/* ---- recognizing our own field (RFC 8601 5: a received field that claims our
+ * authserv-id is forged, and the milter removes it) ----
+ *
+ * Erring towards "ours" is the safe direction here: a field we wrongly take as ours is
+ * removed, one we wrongly take as someone else's reaches the reader as our verdict. So
+ * line ends count as folding wherever FWS may be (CRLF, bare LF or a lone CR), and only
+ * what no reader could take for an authserv-id - an unterminated comment or
+ * quoted-string, a quoted-pair of a control byte - is refused outright. */
+
+static bool is_digit(uint8_t c)
+{
+    return c >= '0' && c <= '9';
+}
+
+/* is_quotable: the byte after a backslash (RFC 5322 quoted-pair: VCHAR or WSP; 8-bit
+ * as RFC 6532 allows). A quoted line end or control byte unfolds to nothing sensible. */
+static bool is_quotable(uint8_t c)
+{
+    return c == ' ' || c == '\t' || (c > 0x20 && c != 0x7f);
+}
+
+/* get_comment consumes a comment, nested ones and quoted-pairs inside; *s starts at its
+ * '('. False (*s unchanged) when it does not end. */
+static bool get_comment(dkd_span *s)
+{
+    dkd_span t = *s;
+    size_t depth = 0;
+    do {
+        uint8_t c, q;
+        if (!dkd__span_get_u8(&t, &c)) {
+            return false;
+        }
+        if (c == '\\' && (!dkd__span_get_u8(&t, &q) || !is_quotable(q))) {
+            return false;
+        }
+        depth += c == '(';
+        depth -= c == ')';
+    } while (depth > 0);
+    *s = t;
+    return true;
+}
+
+/* get_cfws consumes any CFWS; *any says whether there was some. False (*s unchanged) on
+ * a comment that does not end. */
+static bool get_cfws(dkd_span *s, bool *any)
+{
+    dkd_span t = *s;
+    *any = false;
+    while (t.len > 0) {
+        if (t.ptr[0] == '(') {
+            if (!get_comment(&t)) {
+                return false;
+            }
+        } else if (dkd__is_fws(t.ptr[0])) {
+            dkd__span_skip(&t, 1);
+        } else {
+            break;
+        }
+        *any = true;
+    }
+    *s = t;
+    return true;
+}
+
+/* get_quoted_eq consumes a quoted-string (*s at its '"') and sets *eq to whether its
+ * content, quoted-pairs unescaped and folding line ends removed, equals id
+ * case-insensitively. Compared as it is read, so nothing is copied. */
+static bool get_quoted_eq(dkd_span *s, dkd_span id, bool *eq)
+{
+    dkd_span t = *s;
+    size_t k = 0;
+    bool same = true;
+    dkd__span_skip(&t, 1);
+    for (;;) {
+        uint8_t c;
+        if (!dkd__span_get_u8(&t, &c)) {
+            return false;
+        }
+        if (c == '"') {
+            break;
+        }
+        if (c == '\r' || c == '\n') {
+            continue; /* unfolding: the WSP after the line end stays */
+        }
+        if (c == '\\' && (!dkd__span_get_u8(&t, &c) || !is_quotable(c))) {
+            return false;
+        } else if ((c < 0x20 && c != '\t') || c == 0x7f) {
+            return false;
+        }
+        same = same && k < id.len && dkd__lower(c) == dkd__lower(id.ptr[k]);
+        k++;
+    }
+    *eq = same && k == id.len;
+    *s = t;
+    return true;
+}
+
+/* get_token consumes a non-empty RFC 2045 token into *out. */
+static bool get_token(dkd_span *s, dkd_span *out)
+{
+    size_t n = 0;
+    while (n < s->len && is_token_char(s->ptr[n])) {
+        n++;
+    }
+    return n > 0 && dkd__span_get_bytes(s, n, out);
+}
+
+bool dkd__authres_servid_is(dkd_span value, dkd_span id)
+{
+    if (id.len == 0) {
+        return false; /* an empty id names no server */
+    }
+    dkd_span s = value, tok;
+    bool sep, eq;
+    if (!get_cfws(&s, &sep)) {
+        return false;
+    }
+    if (s.len > 0 && s.ptr[0] == '"') {
+        if (!get_quoted_eq(&s, id, &eq)) {
+            return false;
+        }
+    } else {
+        if (!get_token(&s, &tok)) {
+            return false;
+        }
+        eq = dkd__span_eq_nocase(tok, id);
+    }
+    if (!eq || !get_cfws(&s, &sep)) {
+        return false;
+    }
+    /* authres-version is [CFWS authres-version]: without CFWS before it, '"mx"1' is an
+     * id followed by junk, not version 1. */
+    if (sep && s.len > 0 && is_digit(s.ptr[0])) {
+        while (s.len > 0 && is_digit(s.ptr[0])) {
+            dkd__span_skip(&s, 1);
+        }
+        if (!get_cfws(&s, &sep)) {
+            return false;
+        }
+    }
+    return s.len == 0 || s.ptr[0] == ';';
 }
