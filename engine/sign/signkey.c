@@ -4,8 +4,9 @@
  * with each.
  *
  * Workload: command-line use and tests - a few keys per run, each made or loaded once.
- * Nothing here is tuned; what matters is that a key file is never overwritten and that
- * the record we print is the one the verifier's key parser reads back.
+ * Nothing here is tuned; what matters is that a key file is never overwritten, that the
+ * daemon refuses a key file others can read, and that the record we print is the one
+ * the verifier's key parser reads back.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -13,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
@@ -84,13 +86,9 @@ dkd_signkey *dkd_signkey_generate(enum dkd_key_type type, unsigned bits, char *e
     return wrap(pkey, err, err_len);
 }
 
-dkd_signkey *dkd_signkey_load(const char *path, char *err, size_t err_len)
+/* load_pem reads the key from f (which it closes); path is for messages only. */
+static dkd_signkey *load_pem(FILE *f, const char *path, char *err, size_t err_len)
 {
-    FILE *f = fopen(path, "r");
-    if (f == NULL) {
-        dkd__sign_err(err, err_len, "%s: %s", path, strerror(errno));
-        return NULL;
-    }
     EVP_PKEY *pkey = PEM_read_PrivateKey(f, NULL, NULL, NULL);
     fclose(f);
     if (pkey == NULL) {
@@ -103,6 +101,71 @@ dkd_signkey *dkd_signkey_load(const char *path, char *err, size_t err_len)
         dkd__sign_err(err, err_len, "%s: %s", path, inner);
     }
     return k;
+}
+
+dkd_signkey *dkd_signkey_load(const char *path, char *err, size_t err_len)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        dkd__sign_err(err, err_len, "%s: %s", path, strerror(errno));
+        return NULL;
+    }
+    return load_pem(f, path, err, err_len);
+}
+
+/* private_fd_ok refuses what a daemon must not sign with: anything but a regular file,
+ * or one that others may read or anyone but the owner may write (a key others can read
+ * may already be someone else's; one others can write may be theirs next time). It asks
+ * the open descriptor, so what is checked is what is read. */
+static bool private_fd_ok(int fd, const char *path, char *err, size_t err_len)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        dkd__sign_err(err, err_len, "%s: %s", path, strerror(errno));
+        return false;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        dkd__sign_err(err, err_len, "%s: not a regular file", path);
+        return false;
+    }
+    unsigned mode = (unsigned)(st.st_mode & 07777);
+    if ((st.st_mode & S_IRWXO) != 0) {
+        dkd__sign_err(err, err_len,
+                      "%s: mode %04o gives other users access to a private key; "
+                      "chmod 600 %s",
+                      path, mode, path);
+        return false;
+    }
+    if ((st.st_mode & S_IWGRP) != 0) {
+        dkd__sign_err(err, err_len,
+                      "%s: mode %04o lets the file's group change a private key; "
+                      "chmod 600 %s",
+                      path, mode, path);
+        return false;
+    }
+    return true;
+}
+
+dkd_signkey *dkd_signkey_load_private(const char *path, char *err, size_t err_len)
+{
+    /* O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer before
+     * fstat could refuse it. It has no effect on reading a regular file. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0) {
+        dkd__sign_err(err, err_len, "%s: %s", path, strerror(errno));
+        return NULL;
+    }
+    if (!private_fd_ok(fd, path, err, err_len)) {
+        close(fd);
+        return NULL;
+    }
+    FILE *f = fdopen(fd, "r");
+    if (f == NULL) {
+        dkd__sign_err(err, err_len, "%s: %s", path, strerror(errno));
+        close(fd);
+        return NULL;
+    }
+    return load_pem(f, path, err, err_len);
 }
 
 void dkd_signkey_free(dkd_signkey *key)

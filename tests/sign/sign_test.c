@@ -3,7 +3,8 @@
  * key types and every canonicalization; a round-trip property over random messages
  * (sign -> pass; one body byte changed -> body-hash-mismatch; one signed header byte
  * changed -> signature-mismatch); the default header list; folding; l=; key files;
- * key pair matching; the record linter's findings; the From domain reader; the streaming
+ * key pair matching; the daemon's key loader refusing files others may read or change;
+ * the record linter's findings; the From domain reader; the streaming
  * signer (dkd_signer), against signatures the whole-message signer wrote before it was
  * built on it and against dkd_sign for random messages cut into random chunks.
  */
@@ -663,6 +664,63 @@ static void test_key_files_and_matching(void **state)
     assert_null(dkd_signkey_generate(DKD_KEY_RSA, 512, err, sizeof err));
 }
 
+/* load_private_mode writes a key file of the given mode and loads it as the daemon does. */
+static dkd_signkey *load_private_mode(const char *path, mode_t mode, char *err, size_t err_len)
+{
+    unlink(path);
+    assert_int_equal(dkd_signkey_write_pem(ed_key, path), 0);
+    assert_int_equal(chmod(path, mode), 0);
+    return dkd_signkey_load_private(path, err, err_len);
+}
+
+static void test_load_private_modes(void **state)
+{
+    (void)state;
+    char path[512], err[512], want[600];
+    snprintf(path, sizeof path, "%s/private.pem", tmpdir);
+    static const mode_t good[] = {0600, 0400, 0640, 0440, 0700};
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        dkd_signkey *k = load_private_mode(path, good[i], err, sizeof err);
+        if (k == NULL) {
+            fail_msg("mode %04o: %s", (unsigned)good[i], err);
+        }
+        assert_int_equal(dkd_signkey_type(k), DKD_KEY_ED25519);
+        dkd_signkey_free(k);
+    }
+    static const mode_t bad[] = {0644, 0604, 0620, 0660, 0601, 0602, 0666};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        err[0] = '\0';
+        assert_null(load_private_mode(path, bad[i], err, sizeof err));
+        snprintf(want, sizeof want, "%s: mode %04o", path, (unsigned)bad[i]);
+        assert_non_null(strstr(err, want));
+        snprintf(want, sizeof want, "chmod 600 %s", path);
+        assert_non_null(strstr(err, want));
+        /* The plain loader, for dkimctl, does not care. */
+        dkd_signkey *k = dkd_signkey_load(path, err, sizeof err);
+        assert_non_null(k);
+        dkd_signkey_free(k);
+    }
+    unlink(path);
+    /* Missing, a directory, a FIFO (refused without waiting for a writer), not a key. */
+    assert_null(dkd_signkey_load_private(path, err, sizeof err));
+    assert_non_null(strstr(err, path));
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/keydir", tmpdir);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    assert_null(dkd_signkey_load_private(dir, err, sizeof err));
+    assert_non_null(strstr(err, "not a regular file"));
+    rmdir(dir);
+    assert_int_equal(mkfifo(path, 0600), 0);
+    assert_null(dkd_signkey_load_private(path, err, sizeof err));
+    assert_non_null(strstr(err, "not a regular file"));
+    unlink(path);
+    write_file(path, "not a key\n");
+    assert_int_equal(chmod(path, 0600), 0);
+    assert_null(dkd_signkey_load_private(path, err, sizeof err));
+    assert_non_null(strstr(err, "no PEM private key"));
+    unlink(path);
+}
+
 /* ---- lint ---- */
 
 typedef struct got {
@@ -759,6 +817,7 @@ int main(void)
         cmocka_unit_test(test_signer_random_splits),
         cmocka_unit_test(test_signer_errors_and_state),
         cmocka_unit_test(test_key_files_and_matching),
+        cmocka_unit_test(test_load_private_modes),
         cmocka_unit_test(test_lint),
         cmocka_unit_test(test_from_domain),
     };

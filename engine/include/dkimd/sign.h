@@ -53,6 +53,16 @@ dkd_signkey *dkd_signkey_generate(enum dkd_key_type type, unsigned bits, char *e
  * message in err when the file cannot be read or holds no RSA/Ed25519 private key. */
 dkd_signkey *dkd_signkey_load(const char *path, char *err, size_t err_len);
 
+/*
+ * dkd_signkey_load_private is dkd_signkey_load for a daemon: it also refuses a file that
+ * is not a regular file, or that others may read or anyone but its owner may write (mode
+ * & (S_IRWXO | S_IWGRP): 0600 and 0640 pass, 0644, 0604 and 0620 do not), with a message
+ * that names the mode and the fix ("chmod 600 PATH"). The open descriptor is checked
+ * (fstat), not the path, so the file cannot be swapped between check and read. NULL with
+ * a message in err on failure; the caller frees the key.
+ */
+dkd_signkey *dkd_signkey_load_private(const char *path, char *err, size_t err_len);
+
 void dkd_signkey_free(dkd_signkey *key);
 
 enum dkd_key_type dkd_signkey_type(const dkd_signkey *key);
