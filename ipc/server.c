@@ -16,8 +16,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
+#include "session_milter.h"
 #include "session_wire.h"
 #include "transport.h"
 
@@ -34,6 +36,7 @@ void dkd__server_config_init(dkd__server_config *sc)
 {
     *sc = (dkd__server_config){
         .listen_fd = -1,
+        .milter_fd = -1,
         .workers = 0,
         .max_message_bytes = 64u << 20,
         .max_header_bytes = 0,
@@ -102,10 +105,21 @@ static bool probe_multishot(void)
     return ok;
 }
 
+/* add_listener: a socket and its protocol. Only Unix sockets carry peer credentials
+ * (the uid and gid allow-lists); TCP ones get no Nagle delay, since a milter's replies
+ * are small packets the MTA waits for. */
+static void add_listener(dkd__server *srv, int fd, const dkd__sess_ops *ops, const void *cfg)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    bool is_unix = getsockname(fd, (struct sockaddr *)&ss, &len) != 0 || ss.ss_family == AF_UNIX;
+    srv->listeners[srv->nlisteners++] = (listener){fd, ops, cfg, is_unix};
+}
+
 dkd__server *dkd__server_new(const dkd__server_config *sc, dkd_engine *eng, dkd_keysrc src,
                              char *err, size_t err_len)
 {
-    if (sc->listen_fd < 0) {
+    if (sc->listen_fd < 0 && sc->milter_fd < 0) {
         snprintf(err, err_len, "no listening socket");
         return NULL;
     }
@@ -174,8 +188,12 @@ dkd__server *dkd__server_new(const dkd__server_config *sc, dkd_engine *eng, dkd_
         .authserv_id = srv->authserv_id,
         .authserv_len = authserv_len,
     };
-    srv->listeners[0] = (listener){sc->listen_fd, &dkd__wire_session, &srv->wire};
-    srv->nlisteners = 1;
+    if (sc->listen_fd >= 0) {
+        add_listener(srv, sc->listen_fd, &dkd__wire_session, &srv->wire);
+    }
+    if (sc->milter_fd >= 0) {
+        add_listener(srv, sc->milter_fd, &dkd__milter_session, sc->milter_cfg);
+    }
     /* An even split of the budget, less the receive buffer, over four: a connection at
      * its share holds two send buffers (one being sent, one filling), each up to twice
      * what it holds as it grows by doubling. So all connections at their shares fit in

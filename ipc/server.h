@@ -1,6 +1,7 @@
 /*
  * server.h - the dkimd server: a pool of worker threads, each with its own io_uring ring,
- * serving the framed protocol of ipc/PROTOCOL.md on a Unix stream socket.
+ * serving the framed protocol of ipc/PROTOCOL.md on a Unix stream socket and the milter
+ * protocol (session_milter.h) on a Unix or TCP socket, either or both.
  *
  * Usage (tools/dkimd.c):
  *
@@ -38,7 +39,10 @@ extern "C" {
 typedef void (*dkd__log_fn)(void *arg, int level, const char *line);
 
 typedef struct dkd__server_config {
-    int listen_fd;                /* listening SOCK_STREAM socket (required) */
+    int listen_fd;                /* listening socket of the dkimd protocol; -1 = none */
+    int milter_fd;                /* listening socket of the milter protocol; -1 = none
+                                     (at least one of the two is required) */
+    const void *milter_cfg;       /* the milter's settings (dkd__milter_cfg), borrowed */
     unsigned workers;             /* worker threads; 0 = number of online CPUs */
     uint64_t max_message_bytes;   /* whole VERIFY payload and streamed total (default 64 MiB) */
     size_t max_header_bytes;      /* header block of one message (default: engine's) */

@@ -59,6 +59,8 @@ typedef struct dkd__counters {
     _Atomic uint64_t key_lookups, key_timeouts;
     _Atomic uint64_t bytes_in, bytes_out;
     _Atomic uint64_t shm_attached, shm_requests, shm_bytes;
+    _Atomic uint64_t milter_messages, milter_verified, milter_signed, milter_unsigned,
+        milter_aborted, milter_tempfailed, milter_errors;
 } dkd__counters;
 
 /* Single-writer increment: no locked instruction, since only the owner writes. */
@@ -77,6 +79,8 @@ typedef struct dkd__server_stats {
     uint64_t key_lookups, key_timeouts;
     uint64_t bytes_in, bytes_out;
     uint64_t shm_attached, shm_requests, shm_bytes;
+    uint64_t milter_messages, milter_verified, milter_signed, milter_unsigned, milter_aborted,
+        milter_tempfailed, milter_errors;
     uint64_t memory_used;
     uint64_t workers;
     uint64_t cpu_user_us, cpu_system_us, max_rss_kib;

@@ -273,6 +273,13 @@ static void answer_stats(wire_sess *s, uint32_t id)
     add_stat(st, &n, "shm.attached", t.shm_attached);
     add_stat(st, &n, "shm.requests", t.shm_requests);
     add_stat(st, &n, "shm.bytes", t.shm_bytes);
+    add_stat(st, &n, "milter.messages", t.milter_messages);
+    add_stat(st, &n, "milter.verified", t.milter_verified);
+    add_stat(st, &n, "milter.signed", t.milter_signed);
+    add_stat(st, &n, "milter.unsigned_no_key", t.milter_unsigned);
+    add_stat(st, &n, "milter.aborted", t.milter_aborted);
+    add_stat(st, &n, "milter.tempfailed", t.milter_tempfailed);
+    add_stat(st, &n, "milter.errors", t.milter_errors);
     add_stat(st, &n, "memory_used", t.memory_used);
     add_stat(st, &n, "workers", t.workers);
     add_stat(st, &n, "process.cpu_user_us", t.cpu_user_us);

@@ -38,6 +38,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -605,7 +607,11 @@ static void on_accept(worker *w, const listener *l, struct io_uring_cqe *cqe)
     arm_accept(w, li);
     struct ucred cr = {.pid = 0, .uid = (uid_t)-1, .gid = (gid_t)-1};
     socklen_t crlen = sizeof cr;
-    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &crlen) != 0 || !peer_allowed(srv, &cr)) {
+    if (!l->is_unix) {
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    } else if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &crlen) != 0 ||
+               !peer_allowed(srv, &cr)) {
         wlog(w, DKD__LK_REFUSED, DKD__LOG_WARNING,
              "refused peer pid %ld uid %ld gid %ld: not allowed", (long)cr.pid, (long)cr.uid,
              (long)cr.gid);

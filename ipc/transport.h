@@ -62,6 +62,7 @@ typedef struct listener {
     int fd;
     const dkd__sess_ops *ops;
     const void *cfg; /* the protocol's configuration, for ops->worker_new */
+    bool is_unix;    /* AF_UNIX: peers have credentials; otherwise TCP */
 } listener;
 
 /* One key lookup in progress. Created and freed on the owning worker. */

@@ -308,6 +308,13 @@ void dkd__server_stats_get(dkd__server *srv, dkd__server_stats *out)
         SUM(shm_attached);
         SUM(shm_requests);
         SUM(shm_bytes);
+        SUM(milter_messages);
+        SUM(milter_verified);
+        SUM(milter_signed);
+        SUM(milter_unsigned);
+        SUM(milter_aborted);
+        SUM(milter_tempfailed);
+        SUM(milter_errors);
     }
 #undef SUM
     out->memory_used = atomic_load_explicit(&srv->memory_used, memory_order_relaxed);

@@ -1,12 +1,12 @@
 /*
- * dkimd.c - the DKIM verification daemon's start-up and main loop: the listening socket,
- * the key source (zone file or DNS resolver), logging and signals around the io_uring
+ * dkimd.c - the DKIM verification daemon's start-up and main loop: the listening sockets
+ * (dkimd_listen.c), the milter's settings (dkimd_milter.c), the key source (zone file or DNS resolver), logging and signals around the io_uring
  * worker pool of ipc/server.c. Its settings come from dkimd_config.c.
  *
  * The main thread does no request work: it sets everything up, starts the workers and
  * then waits on a signalfd (blocking here is fine: it is not a worker). SIGTERM/SIGINT
  * stop the server gracefully; SIGHUP reopens the log file, re-reads the log level from
- * the configuration file and reloads the zone file.
+ * the configuration file and reloads the zone file and the signing keys.
  *
  * Configuration (dkimd_config.c): one format, "key = value" lines ('#' comments), the
  * same keys as the long options (see tools/dkimd.conf.example). An embedded default is
@@ -34,6 +34,8 @@
 #include <dkimd/resolver.h>
 
 #include "dkimd_config.h"
+#include "dkimd_listen.h"
+#include "dkimd_milter.h"
 #include "server.h"
 
 /*
@@ -165,117 +167,6 @@ static void resolver_stats(void *arg, void (*add)(void *ctx, const char *name, u
     add(ctx, "resolver.canaries", st.canaries);
 }
 
-/* ---- the socket ---- */
-
-/* systemd_fd returns the socket passed by systemd socket activation, or -1. */
-static int systemd_fd(void)
-{
-    const char *pid = getenv("LISTEN_PID");
-    const char *fds = getenv("LISTEN_FDS");
-    uint64_t p, n;
-    if (pid == NULL || fds == NULL || !dkimd_parse_u64(pid, INT32_MAX, &p) ||
-        !dkimd_parse_u64(fds, 64, &n) || (pid_t)p != getpid() || n < 1) {
-        return -1;
-    }
-    unsetenv("LISTEN_PID");
-    unsetenv("LISTEN_FDS");
-    unsetenv("LISTEN_FDNAMES");
-    /* SD_LISTEN_FDS_START is 3; a second socket would be a configuration mistake. */
-    int fd = 3;
-    int type = 0;
-    socklen_t tl = sizeof type;
-    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) != 0 || type != SOCK_STREAM) {
-        return -2;
-    }
-    fcntl(fd, F_SETFD, FD_CLOEXEC);
-    return fd;
-}
-
-static int make_socket(const dkimd_settings *s)
-{
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    if (strlen(s->socket_path) >= sizeof sa.sun_path) {
-        fprintf(stderr, "dkimd: socket path too long: %s\n", s->socket_path);
-        return -1;
-    }
-    strcpy(sa.sun_path, s->socket_path);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        fprintf(stderr, "dkimd: socket: %s\n", strerror(errno));
-        return -1;
-    }
-    /* A stale socket file from a previous run is replaced, but a live daemon is not:
-     * connecting tells the two apart. */
-    struct stat st;
-    if (lstat(s->socket_path, &st) == 0) {
-        if (!S_ISSOCK(st.st_mode)) {
-            fprintf(stderr, "dkimd: %s exists and is not a socket\n", s->socket_path);
-            close(fd);
-            return -1;
-        }
-        if (connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0) {
-            fprintf(stderr, "dkimd: another daemon is listening on %s\n", s->socket_path);
-            close(fd);
-            return -1;
-        }
-        unlink(s->socket_path);
-        close(fd);
-        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd < 0) {
-            fprintf(stderr, "dkimd: socket: %s\n", strerror(errno));
-            return -1;
-        }
-    }
-    /* The default /run/dkimd/ lives on a tmpfs emptied at boot: create it (one level)
-     * when missing, as systemd's RuntimeDirectory= would. */
-    char dir[sizeof sa.sun_path];
-    snprintf(dir, sizeof dir, "%s", s->socket_path);
-    char *slash = strrchr(dir, '/');
-    if (slash != NULL && slash != dir) {
-        *slash = '\0';
-        if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
-            fprintf(stderr, "dkimd: cannot create %s: %s\n", dir, strerror(errno));
-        }
-    }
-    /* Bind under a umask that leaves the socket closed until its mode is set. */
-    mode_t old = umask(0177);
-    int rc = bind(fd, (struct sockaddr *)&sa, sizeof sa);
-    umask(old);
-    if (rc != 0) {
-        fprintf(stderr, "dkimd: bind %s: %s\n", s->socket_path, strerror(errno));
-        close(fd);
-        return -1;
-    }
-    uid_t uid = (uid_t)-1;
-    gid_t gid = (gid_t)-1;
-    if (s->socket_owner != NULL && !dkimd_parse_uid(s->socket_owner, &uid)) {
-        fprintf(stderr, "dkimd: unknown socket owner %s\n", s->socket_owner);
-        goto fail;
-    }
-    if (s->socket_group != NULL && !dkimd_parse_gid(s->socket_group, &gid)) {
-        fprintf(stderr, "dkimd: unknown socket group %s\n", s->socket_group);
-        goto fail;
-    }
-    if ((uid != (uid_t)-1 || gid != (gid_t)-1) && chown(s->socket_path, uid, gid) != 0) {
-        fprintf(stderr, "dkimd: chown %s: %s\n", s->socket_path, strerror(errno));
-        goto fail;
-    }
-    if (chmod(s->socket_path, s->socket_mode) != 0) {
-        fprintf(stderr, "dkimd: chmod %s: %s\n", s->socket_path, strerror(errno));
-        goto fail;
-    }
-    /* A deep backlog: an MTA restart opens hundreds of connections at once. */
-    if (listen(fd, 4096) != 0) {
-        fprintf(stderr, "dkimd: listen: %s\n", strerror(errno));
-        goto fail;
-    }
-    return fd;
-fail:
-    unlink(s->socket_path);
-    close(fd);
-    return -1;
-}
-
 /* ---- main ---- */
 
 int main(int argc, char **argv)
@@ -356,23 +247,25 @@ int main(int argc, char **argv)
         deadline = dkd_resolver_message_deadline_ms(res);
     }
 
-    int lfd = systemd_fd();
-    bool own_path = false;
-    if (lfd == -2) {
-        fprintf(stderr, "dkimd: LISTEN_FDS: fd 3 is not a stream socket\n");
+    dkimd_milter milter;
+    bool have_milter = s.milter != NULL && s.milter[0] != '\0';
+    if (have_milter && !dkimd_milter_setup(&milter, &s, deadline)) {
         return 1;
     }
-    if (lfd < 0) {
-        lfd = make_socket(&s);
-        if (lfd < 0) {
-            return 1;
-        }
-        own_path = true;
+    dkimd_listeners ls;
+    if (dkimd_listen(&s, &ls) != 0) {
+        return 1;
+    }
+    if (ls.milter_fd >= 0 && !have_milter) {
+        fprintf(stderr, "dkimd: systemd passed a milter socket, but no milter is configured\n");
+        return 1;
     }
 
     dkd__server_config sc;
     dkd__server_config_init(&sc);
-    sc.listen_fd = lfd;
+    sc.listen_fd = ls.native_fd;
+    sc.milter_fd = ls.milter_fd;
+    sc.milter_cfg = have_milter ? &milter.cfg : NULL;
     sc.workers = s.workers;
     sc.max_message_bytes = s.max_message;
     sc.max_header_bytes = (size_t)s.max_header;
@@ -398,14 +291,15 @@ int main(int argc, char **argv)
     dkd__server *srv = dkd__server_new(&sc, eng, src, err, sizeof err);
     if (srv == NULL || dkd__server_start(srv) != 0) {
         fprintf(stderr, "dkimd: %s\n", srv == NULL ? err : "cannot start the workers");
-        if (own_path) {
-            unlink(s.socket_path);
-        }
+        dkimd_unlisten(&ls);
         return 1;
     }
-    logf_(DKD__LOG_INFO, "listening on %s (%s), keys from %s",
-          own_path ? s.socket_path : "fd 3", own_path ? "own socket" : "socket activation",
+    logf_(DKD__LOG_INFO, "listening: %s; keys from %s", ls.describe,
           s.zone != NULL ? s.zone : (s.n_resolvers > 0 ? "forwarders" : "DNS"));
+    if (have_milter) {
+        logf_(DKD__LOG_INFO, "milter: %zu signing key(s), %s internal hosts", s.n_sign_keys,
+              milter.cfg.internal_hosts != NULL ? s.internal_hosts : "no");
+    }
 
     for (;;) {
         struct signalfd_siginfo si;
@@ -424,6 +318,14 @@ int main(int argc, char **argv)
                 dkd__server_set_log_level(srv, s.log_level);
             }
             bool reloaded = s.zone != NULL && zone_reload(&zh);
+            if (have_milter && s.n_sign_keys > 0) {
+                if (dkimd_milter_reload_keys(&milter, &s, err, sizeof err)) {
+                    logf_(DKD__LOG_INFO, "SIGHUP: %zu signing key(s) reloaded", s.n_sign_keys);
+                } else {
+                    logf_(DKD__LOG_ERR, "SIGHUP: signing keys not reloaded, keeping the old: %s",
+                          err);
+                }
+            }
             if (log_open(log_path) != 0) {
                 logf_(DKD__LOG_ERR, "cannot reopen log %s", log_path);
             }
@@ -446,10 +348,10 @@ int main(int argc, char **argv)
      * dkd__server_free drains) before the server goes. */
     dkd_resolver_free(res);
     dkd__server_free(srv);
-    if (own_path) {
-        unlink(s.socket_path);
+    dkimd_unlisten(&ls);
+    if (have_milter) {
+        dkimd_milter_free(&milter);
     }
-    close(lfd);
     close(sfd);
     logf_(DKD__LOG_INFO, "stopped after %llu requests answered",
           (unsigned long long)st.results);

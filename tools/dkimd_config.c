@@ -42,6 +42,9 @@ static const char default_config[] =
     "shutdown-timeout = 10000\n"
     "stall-timeout = 30000\n"
     "authserv-id = localhost\n"
+    "milter-on-temperror = accept\n"
+    "milter-on-error = tempfail\n"
+    "sign-daemon = ORIGINATING\n"
     "log = stderr\n"
     "log-level = info\n";
 
@@ -49,11 +52,22 @@ static const char usage_text[] =
     "usage: dkimd [OPTIONS]\n"
     "\n"
     "DKIM verification daemon: answers the dkimd protocol (ipc/PROTOCOL.md) on a Unix\n"
-    "socket. Every option is also a configuration-file key (key = value).\n"
+    "socket, and the milter protocol of Postfix and Sendmail (--milter). Every option\n"
+    "is also a configuration-file key (key = value).\n"
     "\n"
     "  --config FILE            read this configuration file (flags override it)\n"
-    "  --socket PATH            listening socket (default /run/dkimd/dkimd.sock); ignored\n"
-    "                           under systemd socket activation (LISTEN_FDS)\n"
+    "  --socket PATH            listening socket (default /run/dkimd/dkimd.sock; '' = none,\n"
+    "                           with --milter); under systemd socket activation\n"
+    "                           (LISTEN_FDS) the passed sockets are used instead\n"
+    "  --milter SPEC            also serve the milter protocol: unix:/path (local:/path),\n"
+    "                           inet:PORT@ADDR or inet:ADDR:PORT, inet6:PORT@ADDR\n"
+    "  --milter-on-temperror accept|tempfail  a key lookup failed temporarily: deliver\n"
+    "                           with dkim=temperror (default) or answer 451\n"
+    "  --milter-on-error accept|tempfail  overload or internal failure (default tempfail)\n"
+    "  --internal-hosts CIDR,.. mail from these clients is signed, not verified\n"
+    "  --sign-daemon NAME,..    mail through these {daemon_name}s is signed (ORIGINATING)\n"
+    "  --sign-key DOMAIN:SELECTOR:KEYFILE  key of a From domain (repeatable; the file\n"
+    "                           must not be readable by others; re-read on SIGHUP)\n"
     "  --socket-mode OCTAL      socket file mode (default 0660)\n"
     "  --socket-owner USER      socket file owner     --socket-group GROUP  its group\n"
     "  --allow-uid UID|USER     only these peers may connect (repeatable; SO_PEERCRED)\n"
@@ -89,7 +103,9 @@ static const char usage_text[] =
     "  -h, --help               this text\n"
     "\n"
     "signals: SIGTERM/SIGINT stop accepting, answer requests in flight and exit;\n"
-    "SIGHUP reopens the log, reloads the zone file and the log level.\n";
+    "SIGHUP reopens the log, reloads the zone file, the signing keys and the log level.\n"
+    "Mail from an authenticated client ({auth_authen}), an internal host or a sign-daemon\n"
+    "is signed with the sign-key of its From domain; all other mail is verified.\n";
 
 bool dkimd_parse_u64(const char *s, uint64_t max, uint64_t *out)
 {
@@ -314,6 +330,51 @@ static const char *apply(dkimd_settings *s, const char *key, const char *v)
             }
         }
         set_str(&s->authserv_id, v);
+    } else if (KEY("milter")) {
+        if (*v != '\0' && strncmp(v, "unix:", 5) != 0 && strncmp(v, "local:", 6) != 0 &&
+            strncmp(v, "inet:", 5) != 0 && strncmp(v, "inet6:", 6) != 0) {
+            return "wants unix:/path, inet:PORT@ADDR or inet6:PORT@ADDR";
+        }
+        set_str(&s->milter, v);
+    } else if (KEY("milter-on-temperror") || KEY("milter-on-error")) {
+        if (strcmp(v, "accept") != 0 && strcmp(v, "tempfail") != 0) {
+            return "wants accept or tempfail";
+        }
+        *(KEY("milter-on-error") ? &s->milter_error_tempfail : &s->milter_temperror_tempfail) =
+            !strcmp(v, "tempfail");
+    } else if (KEY("internal-hosts")) {
+        /* Repeated keys add to the list, as a long list is easier read over lines. */
+        size_t old = s->internal_hosts ? strlen(s->internal_hosts) : 0;
+        char *j = realloc(s->internal_hosts, old + strlen(v) + 2);
+        if (j == NULL) {
+            abort();
+        }
+        snprintf(j + old, strlen(v) + 2, "%s%s", old ? "," : "", v);
+        s->internal_hosts = j;
+    } else if (KEY("sign-daemon")) {
+        /* The list is replaced, not added to: naming a service drops the default. */
+        for (size_t i = 0; i < s->n_sign_daemons; i++) {
+            free(s->sign_daemons[i]);
+        }
+        s->n_sign_daemons = 0;
+        char buf[4096];
+        snprintf(buf, sizeof buf, "%s", v);
+        for (char *save = NULL, *t = strtok_r(buf, ", ", &save); t; t = strtok_r(NULL, ", ", &save)) {
+            if (s->n_sign_daemons == DKIMD_MAX_LIST) {
+                return "at most 64 names";
+            }
+            s->sign_daemons[s->n_sign_daemons] = NULL;
+            set_str(&s->sign_daemons[s->n_sign_daemons++], t);
+        }
+    } else if (KEY("sign-key")) {
+        if (s->n_sign_keys == DKIMD_MAX_LIST) {
+            return "at most 64 signing keys";
+        }
+        if (strchr(v, ':') == NULL || strchr(strchr(v, ':') + 1, ':') == NULL) {
+            return "wants DOMAIN:SELECTOR:KEYFILE";
+        }
+        s->sign_keys[s->n_sign_keys] = NULL;
+        set_str(&s->sign_keys[s->n_sign_keys++], v);
     } else if (KEY("allow-sha1")) {
         if (!parse_bool(v, &b)) {
             return "wants yes or no";
@@ -474,6 +535,12 @@ int dkimd_settings_parse(dkimd_settings *s, int argc, char **argv)
         {"shutdown-timeout", required_argument, NULL, 0},
         {"stall-timeout", required_argument, NULL, 0},
         {"authserv-id", required_argument, NULL, 0},
+        {"milter", required_argument, NULL, 0},
+        {"milter-on-temperror", required_argument, NULL, 0},
+        {"milter-on-error", required_argument, NULL, 0},
+        {"internal-hosts", required_argument, NULL, 0},
+        {"sign-daemon", required_argument, NULL, 0},
+        {"sign-key", required_argument, NULL, 0},
         {"allow-sha1", optional_argument, NULL, 0},
         {"min-rsa-bits", required_argument, NULL, 0},
         {"max-signatures", required_argument, NULL, 0},
@@ -545,6 +612,11 @@ int dkimd_settings_parse(dkimd_settings *s, int argc, char **argv)
         fprintf(stderr, "dkimd: give either a zone or resolvers, not both\n");
         return 2;
     }
+    if ((s->socket_path == NULL || s->socket_path[0] == '\0') &&
+        (s->milter == NULL || s->milter[0] == '\0')) {
+        fprintf(stderr, "dkimd: nothing to listen on: give a socket or a milter\n");
+        return 2;
+    }
     if (check_only) {
         printf("configuration ok\n");
         dkimd_settings_free(s);
@@ -578,6 +650,14 @@ void dkimd_settings_free(dkimd_settings *s)
     }
     free(s->trust_anchor);
     free(s->authserv_id);
+    free(s->milter);
+    free(s->internal_hosts);
+    for (size_t i = 0; i < s->n_sign_daemons; i++) {
+        free(s->sign_daemons[i]);
+    }
+    for (size_t i = 0; i < s->n_sign_keys; i++) {
+        free(s->sign_keys[i]);
+    }
     free(s->log_path);
     free(s->config_text);
 }

@@ -39,6 +39,14 @@ typedef struct dkimd_settings {
     uint64_t max_message, max_header, max_chunk, max_shm, memory_budget;
     unsigned max_inflight, max_connections, shutdown_timeout, stall_timeout;
     char *authserv_id;
+    /* The milter front end (empty milter: none). */
+    char *milter;
+    bool milter_temperror_tempfail, milter_error_tempfail;
+    char *internal_hosts; /* CIDR list, the values of every internal-hosts key joined */
+    char *sign_daemons[DKIMD_MAX_LIST];
+    size_t n_sign_daemons;
+    char *sign_keys[DKIMD_MAX_LIST]; /* DOMAIN:SELECTOR:KEYFILE */
+    size_t n_sign_keys;
     bool allow_sha1;
     unsigned min_rsa_bits, max_signatures;
     char *log_path;

@@ -1,0 +1,15 @@
+-- Negotiation: the actions and steps dkimd takes, then one message verified with
+-- only OPTNEG and end of message answered.
+dofile(os.getenv("DKD_MT_LIB"))
+local conn = open()
+expect(mt.test_action(conn, SMFIF_ADDHDRS), "action ADDHDRS negotiated")
+expect(mt.test_action(conn, SMFIF_CHGHDRS), "action CHGHDRS negotiated")
+expect(not mt.test_action(conn, SMFIF_CHGBODY), "action CHGBODY not asked for")
+expect(mt.test_option(conn, SMFIP_NR_HDR), "no reply to header fields (SMFIP_NR_HDR)")
+expect(mt.test_option(conn, SMFIP_NR_BODY), "no reply to body chunks (SMFIP_NR_BODY)")
+expect(mt.test_option(conn, SMFIP_HDR_LEADSPC), "header values with their leading space")
+message(conn, sample("01-pass-rsa2048.eml"))
+expect(mt.getreply(conn) == SMFIR_CONTINUE, "end of message answered CONTINUE")
+expect(mt.eom_check(conn, MT_HDRINSERT, "Authentication-Results"), "Authentication-Results inserted")
+expect(not mt.eom_check(conn, MT_HDRDELETE), "nothing deleted from a clean message")
+mt.disconnect(conn)
