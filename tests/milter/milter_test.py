@@ -33,6 +33,7 @@ usage: milter_test.py DKIMD DKIMCTL
 import json
 import os
 import re
+import signal
 import socket
 import struct
 import subprocess
@@ -447,6 +448,34 @@ def t_sign(dkimd, dkimctl, tmp):
         check(st.get("milter.signed") == 4 and st.get("milter.unsigned_no_key") == 1,
               "stats: milter.signed %s, milter.unsigned_no_key %s" %
               (st.get("milter.signed"), st.get("milter.unsigned_no_key")))
+        # SIGHUP re-reads the key files: a rotated key signs the next message; a file
+        # made readable by others is refused and the old keys stay.
+        key2 = os.path.join(keydir, "new.pem")
+        kg = subprocess.run([dkimctl, "keygen", "--domain", "example.com", "--selector", "out",
+                             "--out", key2, "--json"], check=True, capture_output=True, text=True)
+        record2 = json.loads(kg.stdout)["record"]
+        os.replace(key2, key)
+        for rec, what in ((record2, "rotated key"), (None, "key readable by others")):
+            if rec is None:
+                os.chmod(key, 0o644)
+            mark = len(m.d.logtext())
+            m.d.p.send_signal(signal.SIGHUP)
+            deadline = time.time() + 10
+            while "SIGHUP" not in m.d.logtext()[mark - 200 if mark > 200 else 0:] and \
+                    time.time() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.2)
+            a = m.mta()
+            a.connect(daemon="ORIGINATING")
+            acts, final = a.message(msg)
+            a.close()
+            sig = inserted(acts, "DKIM-Signature")
+            signed = b"DKIM-Signature:" + sig[0][3].replace("\n", "\r\n").encode() + b"\r\n" + \
+                msg.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n") if sig else b""
+            check(sig and dkim_verify_py(signed, record2.encode()),
+                  "sign: after SIGHUP (%s) mail is signed with the new key" % what)
+        check("signing keys not reloaded" in m.d.logtext(),
+              "sign: the refused reload is logged, the old keys kept")
     finally:
         check(m.d.stop() == 0, "sign: dkimd exits 0")
 
