@@ -13,6 +13,8 @@ if [ "$(id -u)" = 0 ] && [ "${DKD_SKIP_APT:-0}" != 1 ]; then
     echo "== installing packages (.ci/packages)"
     mapfile -t packages < <(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' .ci/packages)
     export DEBIAN_FRONTEND=noninteractive
+    # Postfix without a system instance (the milter tests start their own): as .ci/run.
+    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
     apt-get update -qq
     apt-get install -y -qq "${packages[@]}" >/dev/null
 fi
