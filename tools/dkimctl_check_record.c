@@ -9,6 +9,7 @@
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <dkimd/engine.h>
 #include <dkimd/sign.h>
@@ -23,7 +24,10 @@ static const char check_help[] =
     "Look up the DKIM key record at S._domainkey.D exactly as verification does and lint\n"
     "it: missing (with the exact name queried), several records, every syntax error with\n"
     "its tag and byte position, v= not first, unknown k=, key size and RFC 8301 weakness,\n"
-    "revoked (empty p=), t=y testing mode, h=sha1 only, s= excluding email, DNSSEC status.\n"
+    "revoked (empty p=), t=y testing mode, h=sha1 only, s= excluding email, DNSSEC status,\n"
+    "and the publishing mistakes: literal quotes, PEM armour or spaces in p=, an SPF or\n"
+    "DMARC record under _domainkey, k= not matching the key, a key cut at 255 characters or\n"
+    "split over two TXT records, the record published at S._domainkey.D.D.\n"
     "With --key, also whether the published key is the public half of that private key\n"
     "(the commonest cause of dkim=fail signature-mismatch).\n"
     "\n"
@@ -60,10 +64,11 @@ typedef struct checker {
     size_t n, cap;
     int worst;
     int current; /* record being linted */
-    /* Raw TXT records at the name. */
+    /* Raw TXT records at the name; those from [ndirect] on were found at the doubled
+     * name (S._domainkey.D.D) when the name itself has none. */
     char **txt;
     size_t *txt_len;
-    size_t ntxt;
+    size_t ntxt, ndirect;
     bool oom;
 } checker;
 
@@ -124,6 +129,96 @@ static void on_txt(void *arg, const uint8_t *txt, size_t len)
 static void on_key(void *arg, dkd_key *key)
 {
     *(dkd_key **)arg = key;
+}
+
+static bool has_finding(const checker *c, int record, const char *code)
+{
+    for (size_t i = 0; i < c->n; i++) {
+        if (c->f[i].record == record && strcmp(c->f[i].code, code) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* looks_dkim: a record that means to be a DKIM key (v=DKIM1 first, or a p= tag). */
+static bool looks_dkim(const char *t, size_t n)
+{
+    while (n > 0 && (*t == ' ' || *t == '\t' || *t == '"')) {
+        t++;
+        n--;
+    }
+    return (n >= 7 && strncasecmp(t, "v=DKIM1", 7) == 0) || memmem(t, n, "p=", 2) != NULL;
+}
+
+static void on_worst(void *arg, const dkd_lint_finding *f)
+{
+    int *worst = arg;
+    if ((int)f->level > *worst) {
+        *worst = (int)f->level;
+    }
+}
+
+/* joins_clean tells whether records a then b, joined, lint without an error. */
+static bool joins_clean(const checker *c, size_t a, size_t b)
+{
+    size_t n = c->txt_len[a] + c->txt_len[b];
+    char *j = malloc(n);
+    if (j == NULL) {
+        return false;
+    }
+    memcpy(j, c->txt[a], c->txt_len[a]);
+    memcpy(j + c->txt_len[a], c->txt[b], c->txt_len[b]);
+    int worst = -1;
+    dkd_record_lint((const uint8_t *)j, n, on_worst, &worst);
+    free(j);
+    return worst < DKD_LINT_ERROR;
+}
+
+/*
+ * several_records judges several TXT records at one name (after each was linted): a key
+ * split into two records (a console that makes one record per 255-byte string), two
+ * DKIM records (verifiers pick one, so some mail fails), or a DKIM record beside an
+ * unrelated TXT record (harmless for dkimd, confusing for some verifiers).
+ */
+static void several_records(checker *c, const char *qname)
+{
+    char msg[1024];
+    /* The records at the name, or those at the doubled name when it has none. */
+    size_t base = 0, n = c->ndirect > 0 ? c->ndirect : c->ntxt;
+    if (n < 2) {
+        return;
+    }
+    if (n == 2 && (has_finding(c, (int)base, "truncated") ||
+                   has_finding(c, (int)base + 1, "truncated") ||
+                   !looks_dkim(c->txt[base], c->txt_len[base]) ||
+                   !looks_dkim(c->txt[base + 1], c->txt_len[base + 1])) &&
+        (joins_clean(c, base, base + 1) || joins_clean(c, base + 1, base))) {
+        snprintf(msg, sizeof msg,
+                 "the key is split over 2 TXT records at %s: verifiers read each record on "
+                 "its own, so neither is a whole key. Delete both and publish ONE TXT record "
+                 "holding the pieces as several quoted strings (\"v=DKIM1; k=rsa; p=MIIB...\" "
+                 "\"...rest\"; dkimctl keygen prints it so)", qname);
+        add(c, -1, DKD_LINT_ERROR, "split-records", "", 0, msg);
+        return;
+    }
+    size_t dkim = 0;
+    for (size_t i = base; i < base + n; i++) {
+        dkim += looks_dkim(c->txt[i], c->txt_len[i]);
+    }
+    if (dkim >= 2) {
+        snprintf(msg, sizeof msg,
+                 "%zu DKIM records at %s: RFC 6376 3.6.2.2 leaves the result undefined and "
+                 "verifiers differ (dkimd uses the first usable one, others pick one at "
+                 "random), so some mail fails; keep exactly one (a new key gets a new "
+                 "selector)", dkim, qname);
+        add(c, -1, DKD_LINT_ERROR, "several-records", "", 0, msg);
+    } else {
+        snprintf(msg, sizeof msg,
+                 "%zu TXT records at %s, of which %zu is a DKIM record: keep only the DKIM "
+                 "record at this name (other TXT records belong elsewhere)", n, qname, dkim);
+        add(c, -1, DKD_LINT_WARNING, "several-records", "", 0, msg);
+    }
 }
 
 static const char *level_name(enum dkd_lint_level l)
@@ -251,29 +346,42 @@ int dkimctl_check_record(int argc, char **argv)
         raw = dkd_resolver_txt(keys.resolver, qname, on_txt, &ck, &secure);
     }
     char msg[1536];
+    ck.ndirect = ck.ntxt;
+    char doubled[900] = "";
     if (raw == DKD_REASON_KEY_NOT_FOUND || (raw == DKD_REASON_OK && ck.ntxt == 0)) {
-        snprintf(msg, sizeof msg,
-                 "no TXT record at %s (NXDOMAIN or no TXT data): every signature with "
-                 "d=%s s=%s gets permerror key-not-found; publish the record "
-                 "(dkimctl keygen prints it)", qname, domain, selector);
-        add(&ck, -1, DKD_LINT_ERROR, "missing", "", 0, msg);
+        /* Consoles that append the zone name to what is typed turn a host name entered
+         * as "sel._domainkey.example.com" into sel._domainkey.example.com.example.com. */
+        snprintf(doubled, sizeof doubled, "%s.%s", qname, domain);
+        bool dsec = false;
+        enum dkd_reason dr = keys.zone != NULL
+                                 ? dkd_zone_txt(keys.zone, doubled, on_txt, &ck)
+                                 : dkd_resolver_txt(keys.resolver, doubled, on_txt, &ck, &dsec);
+        if (dr == DKD_REASON_OK && ck.ntxt > ck.ndirect) {
+            snprintf(msg, sizeof msg,
+                     "no TXT record at %s, but there is one at %s: the DNS console added the "
+                     "domain to a host name that already ended in it. Change the host name to "
+                     "'%s._domainkey' (or end it with a dot: '%s.')", qname, doubled,
+                     selector, qname);
+            add(&ck, -1, DKD_LINT_ERROR, "doubled-domain", "", 0, msg);
+        } else {
+            doubled[0] = '\0';
+            snprintf(msg, sizeof msg,
+                     "no TXT record at %s (NXDOMAIN or no TXT data): every signature with "
+                     "d=%s s=%s gets permerror key-not-found; publish the record "
+                     "(dkimctl keygen prints it)", qname, domain, selector);
+            add(&ck, -1, DKD_LINT_ERROR, "missing", "", 0, msg);
+        }
     } else if (raw == DKD_REASON_DNS_ERROR || raw == DKD_REASON_DNS_TIMEOUT ||
                raw == DKD_REASON_DNSSEC_BOGUS) {
         snprintf(msg, sizeof msg, "lookup of TXT %s failed: %s (%s); %s", qname,
                  dkd_reason_explanation(raw), dkd_key_detail(key), dkd_reason_fix(raw));
         add(&ck, -1, DKD_LINT_ERROR, dkd_reason_code(raw), "", 0, msg);
     }
-    if (ck.ntxt > 1) {
-        snprintf(msg, sizeof msg,
-                 "%zu TXT records at %s: RFC 6376 3.6.2.2 leaves the result undefined and "
-                 "verifiers differ (dkimd uses the first usable one); keep exactly one",
-                 ck.ntxt, qname);
-        add(&ck, -1, DKD_LINT_WARNING, "several-records", "", 0, msg);
-    }
     for (size_t i = 0; i < ck.ntxt; i++) {
         ck.current = (int)i;
         dkd_record_lint((const uint8_t *)ck.txt[i], ck.txt_len[i], on_lint, &ck);
     }
+    several_records(&ck, qname);
     if (raw == DKD_REASON_OK && ck.ntxt > 0 && why != DKD_REASON_OK) {
         snprintf(msg, sizeof msg, "verifiers cannot use this key: %s (%s): %s",
                  dkd_reason_code(why), dkd_key_detail(key), dkd_reason_fix(why));
@@ -333,7 +441,9 @@ int dkimctl_check_record(int argc, char **argv)
         print_findings(&ck, -1, true);
         printf("], \"records\": [");
         for (size_t i = 0; i < ck.ntxt; i++) {
-            printf("%s{\"text\": ", i ? ", " : "");
+            printf("%s{\"name\": ", i ? ", " : "");
+            json_cstring(stdout, i < ck.ndirect ? qname : doubled);
+            printf(", \"text\": ");
             json_string(stdout, ck.txt[i], ck.txt_len[i]);
             printf(", \"findings\": [");
             print_findings(&ck, (int)i, true);
@@ -352,6 +462,9 @@ int dkimctl_check_record(int argc, char **argv)
         printf("  DNSSEC: %s\n", dnssec);
         print_findings(&ck, -1, false);
         for (size_t i = 0; i < ck.ntxt; i++) {
+            if (i == ck.ndirect) {
+                printf("  at %s:\n", doubled);
+            }
             printf("  record %zu: \"%.*s%s\"\n", i + 1,
                    (int)(ck.txt_len[i] > 72 ? 72 : ck.txt_len[i]), ck.txt[i],
                    ck.txt_len[i] > 72 ? "..." : "");

@@ -729,9 +729,13 @@ typedef struct got {
     size_t n;
 } got;
 
+static char last_message[4096]; /* every finding's message of the last lint() call */
+
 static void collect(void *arg, const dkd_lint_finding *f)
 {
     got *g = arg;
+    strncat(last_message, f->message, sizeof last_message - strlen(last_message) - 2);
+    strcat(last_message, "\n");
     strncat(g->codes, f->code, sizeof g->codes - strlen(g->codes) - 2);
     strncat(g->codes, " ", sizeof g->codes - strlen(g->codes) - 1);
     if (g->n < 32) {
@@ -742,6 +746,7 @@ static void collect(void *arg, const dkd_lint_finding *f)
 static int lint(const char *rec, got *g)
 {
     memset(g, 0, sizeof *g);
+    last_message[0] = '\0';
     return dkd_record_lint(guard_str(rec), strlen(rec), collect, g);
 }
 
@@ -787,6 +792,106 @@ static void test_lint(void **state)
     free(weak);
 }
 
+/* p_of returns the base64 after "p=" in a record dkd_signkey_record made. */
+static const char *p_of(const char *rec)
+{
+    const char *p = strstr(rec, "p=");
+    assert_non_null(p);
+    return p + 2;
+}
+
+/* The publishing mistakes found in the wild: each has its own code and the right fix. */
+static void test_lint_mistakes(void **state)
+{
+    (void)state;
+    got g;
+    char *rsa = dkd_signkey_record(rsa_key), *ed = dkd_signkey_record(ed_key);
+    const char *rp = p_of(rsa), *ep = p_of(ed);
+    char rec[4096];
+
+    /* Literal quotes around the record, and around each of two strings. Both are
+     * linted again without the quotes, so the key itself is still judged. */
+    snprintf(rec, sizeof rec, "\"%s\"", rsa);
+    assert_int_equal(lint(rec, &g), DKD_LINT_ERROR);
+    assert_string_equal(g.codes, "quoted key ");
+    snprintf(rec, sizeof rec, "\"v=DKIM1; k=rsa; \" \"p=%s\"", rp);
+    assert_int_equal(lint(rec, &g), DKD_LINT_ERROR);
+    assert_string_equal(g.codes, "quoted key ");
+    snprintf(rec, sizeof rec, "\\\"%s\\\"", rsa);
+    assert_int_equal(lint(rec, &g), DKD_LINT_ERROR);
+    assert_string_equal(g.codes, "quoted key ");
+    snprintf(rec, sizeof rec, "'%s'", rsa);
+    assert_int_equal(lint(rec, &g), DKD_LINT_ERROR);
+    assert_string_equal(g.codes, "quoted key ");
+
+    /* SPF and DMARC records under _domainkey: one finding, no tag noise. */
+    assert_int_equal(lint("v=spf1 include:_spf.google.com ~all", &g), DKD_LINT_ERROR);
+    assert_string_equal(g.codes, "spf-record ");
+    assert_int_equal(lint("v=DMARC1; p=reject; rua=mailto:d@example.com", &g), DKD_LINT_ERROR);
+    assert_string_equal(g.codes, "dmarc-record ");
+    assert_int_equal(lint("\"v=spf1 -all\"", &g), DKD_LINT_ERROR);
+    assert_string_equal(g.codes, "quoted spf-record ");
+
+    /* PEM armour in p=, and a private key. */
+    snprintf(rec, sizeof rec, "v=DKIM1; k=rsa; p=-----BEGIN PUBLIC KEY-----%s-----END PUBLIC KEY-----",
+             rp);
+    assert_int_equal(lint(rec, &g), DKD_LINT_ERROR);
+    assert_string_equal(g.codes, "pem-armour ");
+    assert_int_equal(lint("v=DKIM1; p=-----BEGIN PRIVATE KEY----- MIIEvQ -----END PRIVATE KEY-----",
+                          &g), DKD_LINT_ERROR);
+    assert_non_null(strstr(g.codes, "private-key"));
+
+    /* Blanks and line breaks in p= are read by dkimd: a warning that others may not. */
+    size_t rl = strlen(rp);
+    snprintf(rec, sizeof rec, "v=DKIM1; k=rsa; p=%.64s %.64s\r\n %s", rp, rp + 64, rp + 128);
+    assert_int_equal(lint(rec, &g), DKD_LINT_WARNING);
+    assert_string_equal(g.codes, "p-whitespace key ");
+    snprintf(rec, sizeof rec, "v=DKIM1; k=rsa; p=%.64s\n%s", rp, rp + 64);
+    assert_int_equal(lint(rec, &g), DKD_LINT_WARNING);
+    assert_string_equal(g.codes, "p-whitespace key ");
+    assert_non_null(strstr(last_message, "line breaks"));
+
+    /* k= that does not match the key: RSA under k=ed25519, 32 bytes under k=rsa or no
+     * k=, an Ed25519 SubjectPublicKeyInfo under either. */
+    snprintf(rec, sizeof rec, "v=DKIM1; k=ed25519; p=%s", rp);
+    assert_int_equal(lint(rec, &g), DKD_LINT_ERROR);
+    assert_string_equal(g.codes, "k-mismatch ");
+    snprintf(rec, sizeof rec, "v=DKIM1; k=rsa; p=%s", ep);
+    assert_int_equal(lint(rec, &g), DKD_LINT_ERROR);
+    assert_string_equal(g.codes, "k-mismatch ");
+    snprintf(rec, sizeof rec, "v=DKIM1; p=%s", ep);
+    assert_int_equal(lint(rec, &g), DKD_LINT_ERROR);
+    assert_string_equal(g.codes, "k-default k-mismatch ");
+    /* MCowBQYDK2VwAyEA is the base64 of the 12-byte Ed25519 SPKI prefix. */
+    snprintf(rec, sizeof rec, "v=DKIM1; k=ed25519; p=MCowBQYDK2VwAyEA%s", ep);
+    assert_int_equal(lint(rec, &g), DKD_LINT_ERROR);
+    assert_string_equal(g.codes, "ed25519-spki ");
+    snprintf(rec, sizeof rec, "v=DKIM1; k=rsa; p=MCowBQYDK2VwAyEA%s", ep);
+    assert_int_equal(lint(rec, &g), DKD_LINT_ERROR);
+    assert_string_equal(g.codes, "k-mismatch ");
+
+    /* A key cut at 255 characters (the whole record is one full TXT string), and one cut
+     * elsewhere; both in the middle of a base64 quantum and on its boundary. */
+    assert_true(rl > 300);
+    snprintf(rec, sizeof rec, "%.255s", rsa);
+    assert_int_equal(lint(rec, &g), DKD_LINT_ERROR);
+    assert_string_equal(g.codes, "truncated ");
+    assert_non_null(strstr(last_message, "cut at 255 characters"));
+    snprintf(rec, sizeof rec, "%.200s", rsa);
+    assert_int_equal(lint(rec, &g), DKD_LINT_ERROR);
+    assert_string_equal(g.codes, "truncated ");
+    assert_null(strstr(last_message, "255"));
+    snprintf(rec, sizeof rec, "%.201s", rsa);
+    assert_int_equal(lint(rec, &g), DKD_LINT_ERROR);
+    assert_string_equal(g.codes, "truncated ");
+    /* A stray character is a typo, not a cut. */
+    snprintf(rec, sizeof rec, "%.200s!", rsa);
+    assert_int_equal(lint(rec, &g), DKD_LINT_ERROR);
+    assert_string_equal(g.codes, "p-base64 ");
+    free(rsa);
+    free(ed);
+}
+
 static void test_from_domain(void **state)
 {
     (void)state;
@@ -819,6 +924,7 @@ int main(void)
         cmocka_unit_test(test_key_files_and_matching),
         cmocka_unit_test(test_load_private_modes),
         cmocka_unit_test(test_lint),
+        cmocka_unit_test(test_lint_mistakes),
         cmocka_unit_test(test_from_domain),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

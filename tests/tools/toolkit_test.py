@@ -210,6 +210,83 @@ def test_sign_verify(tmp):
     return zone, rsa, ed, jr, je
 
 
+def zq(value):
+    """A TXT value in master-file syntax: escaped, in strings of at most 255 bytes."""
+    value = value.replace("\\", "\\\\").replace('"', '\\"')
+    return " ".join('"%s"' % value[i:i + 255] for i in range(0, len(value), 255))
+
+
+def mistake_records(jr, je):
+    """(owner, value) of every publishing mistake check-record names, for zone and DNS."""
+    rec, erec = jr["record"], je["record"]
+    rsa_p, ed_p = rec.split("p=")[1], erec.split("p=")[1]
+    d = "._domainkey.example.com"
+    return [
+        ("quoted" + d, '"%s"' % rec),
+        ("quoted2" + d, '"v=DKIM1; k=rsa; " "p=%s"' % rsa_p),
+        ("pem" + d, "v=DKIM1; k=rsa; p=-----BEGIN PUBLIC KEY-----%s-----END PUBLIC KEY-----"
+         % rsa_p),
+        ("spaces" + d, "v=DKIM1; k=rsa; p=%s %s" % (rsa_p[:64], rsa_p[64:])),
+        ("spf" + d, "v=spf1 include:_spf.example.net ~all"),
+        ("dmarc" + d, "v=DMARC1; p=reject"),
+        ("kedrsa" + d, "v=DKIM1; k=ed25519; p=%s" % rsa_p),
+        ("krsaed" + d, "v=DKIM1; k=rsa; p=%s" % ed_p),
+        ("cut" + d, rec[:255]),
+        ("split" + d, rec[:255]), ("split" + d, rec[255:]),
+        ("dbl" + d + ".example.com", rec),
+    ]
+
+
+# selector: (exit status, finding code, where: "record" or "lookup", words in the message)
+MISTAKES = {
+    "quoted": (2, "quoted", "record", "without quotes"),
+    "quoted2": (2, "quoted", "record", "without quotes"),
+    "pem": (2, "pem-armour", "record", "between the two dashed lines"),
+    "spaces": (1, "p-whitespace", "record", "one unbroken line"),
+    "spf": (2, "spf-record", "record", "at the domain itself"),
+    "dmarc": (2, "dmarc-record", "record", "_dmarc."),
+    "kedrsa": (2, "k-mismatch", "record", "change k= to k=rsa"),
+    "krsaed": (2, "k-mismatch", "record", "add k=ed25519"),
+    "cut": (2, "truncated", "record",
+            "the record looks cut at 255 characters: publish it as several quoted strings"),
+    "split": (2, "split-records", "lookup", "ONE TXT record"),
+    "dbl": (2, "doubled-domain", "lookup", "dbl._domainkey.example.com.example.com"),
+}
+
+
+def check_mistakes(what, args):
+    """Every mistake of MISTAKES through one key source: JSON codes, words, plain text."""
+    for sel, (want_rc, code, where, words) in sorted(MISTAKES.items()):
+        rc, out, err = run("check-record", *args, "--domain", "example.com", "--selector", sel,
+                           "--json")
+        try:
+            j = json.loads(out)
+        except ValueError:
+            check(False, "%s mistake %s: JSON" % (what, sel), out + err)
+            continue
+        found = j["findings"] if where == "lookup" else \
+            [f for r in j["records"] for f in r["findings"]]
+        hit = [f for f in found if f["code"] == code]
+        check(rc == want_rc and hit and words in hit[0]["message"],
+              "%s mistake %s: exit %d, %s" % (what, sel, want_rc, code), "rc=%d %s" % (rc, out))
+        rc2, text, _ = run("check-record", *args, "--domain", "example.com", "--selector", sel)
+        check(rc2 == rc and hit and hit[0]["message"] in text,
+              "%s mistake %s: plain text says the same" % (what, sel), text)
+        if sel == "dbl":
+            check(len(j["records"]) == 1 and
+                  j["records"][0]["name"] == "dbl._domainkey.example.com.example.com",
+                  "%s: the doubled name's record is listed under its name" % what, out)
+        if sel == "quoted":
+            codes = [f["code"] for r in j["records"] for f in r["findings"]]
+            check(codes == ["quoted", "key"], "%s: a quoted record is judged unquoted" % what,
+                  out)
+
+
+def test_mistakes(tmp, jr, je):
+    lines = ["%s. IN TXT %s" % (owner, zq(value)) for owner, value in mistake_records(jr, je)]
+    check_mistakes("zone", ["--zone", write_zone(tmp, "mistakes.zone", lines)])
+
+
 def test_check_record(tmp, jr, je, rsa, ed):
     other, jo = keygen(tmp, "othersel")
     weak = subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt",
@@ -245,7 +322,7 @@ def test_check_record(tmp, jr, je, rsa, ed):
     cases = [
         ("rsasel", 0, "ok", None), ("edsel", 0, "ok", None),
         ("k1024", 1, "warnings", "weak-key"), ("testing", 1, "warnings", "testing"),
-        ("several", 1, "warnings", "several-records"),
+        ("several", 2, "errors", "several-records"),
         ("syntax", 2, "errors", "syntax"), ("vlate", 2, "errors", "v-not-first"),
         ("unknownk", 2, "errors", "unknown-k"), ("sha1", 2, "errors", "sha1-only"),
         ("service", 2, "errors", "service"), ("revoked", 2, "errors", "revoked"),
@@ -394,6 +471,7 @@ def test_dns(tmp, jr, je, rsa, other_zone_lines):
                ("revoked._domainkey.example.com.", 300, b"v=DKIM1; k=rsa; p="),
                ("two._domainkey.example.com.", 300, jr["record"].encode()),
                ("two._domainkey.example.com.", 300, b"v=DKIM1; k=rsa; p=")]
+    records += [(owner + ".", 300, value.encode()) for owner, value in mistake_records(jr, je)]
     with dnstest.Unbound(records) as ub, dnstest.Responder("servfail") as sf:
         dns = ["--resolver", "127.0.0.1@%d" % ub.port,
                "--resolver-option", "do-not-query-localhost: no"]
@@ -402,6 +480,7 @@ def test_dns(tmp, jr, je, rsa, other_zone_lines):
         j = json.loads(out) if out else {}
         check(rc == 0 and j.get("key_match") is True and j.get("dnssec") == "insecure" and
               len(j.get("records", [])) == 1, "check-record over DNS", out + err)
+        check_mistakes("DNS", dns)
         rc, out, err = run("check-record", *dns, "--domain", "example.com", "--selector",
                            "nosuch", "--json")
         j = json.loads(out) if out else {}
@@ -502,6 +581,7 @@ def main():
         test_keygen(tmp)
         zone, rsa, ed, jr, je = test_sign_verify(tmp)
         lint_zone = test_check_record(tmp, jr, je, rsa, ed)
+        test_mistakes(tmp, jr, je)
         test_explain(tmp, lint_zone, rsa)
         test_dns(tmp, jr, je, rsa, None)
         test_socket(tmp)

@@ -182,7 +182,12 @@ enum dkd_lint_level { DKD_LINT_INFO = 0, DKD_LINT_WARNING = 1, DKD_LINT_ERROR = 
 
 /*
  * One finding about a record. code is a stable word ("syntax", "v-not-first",
- * "unknown-k", "weak-key", "revoked", "testing", "sha1-only", "service", ...); tag is
+ * "unknown-k", "weak-key", "revoked", "testing", "sha1-only", "service", ...), the
+ * publishing mistakes included: "quoted" (literal quotes kept as data; the findings after
+ * it are about the record without them), "spf-record", "dmarc-record", "pem-armour",
+ * "private-key", "p-whitespace", "k-mismatch" (k= names another key type than p= holds),
+ * "ed25519-spki" (an Ed25519 key in SubjectPublicKeyInfo form), "truncated" (p= shorter
+ * than its DER says; "cut at 255 characters" when the record is a multiple of 255); tag is
  * the tag it is about ("" for the record as a whole); offset is the byte offset in the
  * record text it points at. Strings are valid only during the callback.
  */
