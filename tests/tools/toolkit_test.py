@@ -287,6 +287,73 @@ def test_mistakes(tmp, jr, je):
     check_mistakes("zone", ["--zone", write_zone(tmp, "mistakes.zone", lines)])
 
 
+def discovery_records(jr, je):
+    """Selectors of discover.example: a revoked Microsoft 365 one, an RSA Google one, an
+    Ed25519 Mailchimp one, and one only a custom provider table knows."""
+    d = "._domainkey.discover.example"
+    return [("selector1" + d, "v=DKIM1; k=rsa; p="), ("google" + d, jr["record"]),
+            ("k1" + d, je["record"]), ("acme7" + d, jr["record"])]
+
+
+def check_discovery(what, args, tmp):
+    rc, out, err = run("check-record", *args, "--domain", "discover.example", "--json")
+    try:
+        j = json.loads(out)
+    except ValueError:
+        check(False, "%s discovery: JSON" % what, out + err)
+        return
+    sel = {x["selector"]: x for x in j["selectors"]}
+    check(rc == 1 and j["status"] == "warnings" and set(sel) == {"selector1", "google", "k1"}
+          and "acme7" not in j["tried"] and len(j["tried"]) > 30
+          and j["providers_file"].endswith("providers.conf"),
+          "%s discovery: the table's and common selectors tried, three found" % what, out + err)
+    if set(sel) == {"selector1", "google", "k1"}:
+        check(sel["selector1"]["reason"] == "key-revoked" and
+              sel["selector1"]["provider"] == "Microsoft 365" and
+              "Defender" in sel["selector1"]["enable"], "%s discovery: revoked, Microsoft 365"
+              % what, out)
+        check(sel["google"]["key_type"] == "rsa" and sel["google"]["key_bits"] == 2048 and
+              sel["google"]["provider"] == "Google Workspace", "%s discovery: google" % what,
+              out)
+        check(sel["k1"]["key_type"] == "ed25519" and "Mailchimp" in sel["k1"]["provider"],
+              "%s discovery: k1 ed25519" % what, out)
+    rc, out, _ = run("check-record", *args, "--domain", "discover.example")
+    check(rc == 1 and "selector1._domainkey.discover.example: UNUSABLE (key-revoked)" in out
+          and "a Microsoft 365 selector; DKIM is set up at: Microsoft Defender" in out
+          and "google._domainkey.discover.example: rsa 2048 bits" in out
+          and "result: 3 found, 2 usable" in out, "%s discovery: plain text" % what, out)
+    table = os.path.join(tmp, "acme.conf")
+    open(table, "w").write("# test table\nAcme Mail | acme? | *.dkim.acme.example | "
+                           "Acme console: Domains > DKIM\n")
+    rc, out, err = run("check-record", *args, "--domain", "discover.example", "--providers",
+                       table, "--json")
+    j = json.loads(out) if out else {}
+    acme = [x for x in j.get("selectors", []) if x["selector"] == "acme7"]
+    check(not acme and j.get("providers_file") == table, "%s: a pattern is not a candidate"
+          % what, out + err)
+    open(table, "a").write("Acme Seven | acme7 | - | Acme console\n")
+    env = dict(os.environ, DKIMCTL_PROVIDERS=table)
+    p = subprocess.run([DKIMCTL, "check-record", *args, "--domain", "discover.example",
+                        "--json"], capture_output=True, env=env, timeout=120)
+    j = json.loads(p.stdout or b"{}")
+    acme = [x for x in j.get("selectors", []) if x["selector"] == "acme7"]
+    check(acme and acme[0]["provider"] == "Acme Mail" and j["providers_file"] == table,
+          "%s: DKIMCTL_PROVIDERS names the table; its selectors are tried" % what,
+          p.stdout.decode() + p.stderr.decode())
+    rc, out, _ = run("check-record", *args, "--domain", "nokeys.example")
+    check(rc == 2 and "no key record at any of them" in out and "result: 0 found" in out,
+          "%s discovery: a domain without keys" % what, out)
+
+
+def test_discovery(tmp, jr, je):
+    lines = ["%s. IN TXT %s" % (o, zq(v)) for o, v in discovery_records(jr, je)]
+    check_discovery("zone", ["--zone", write_zone(tmp, "discover.zone", lines)], tmp)
+    rc, _, err = run("check-record", "--zone", os.path.join(SAMPLES, "keys.zone"), "--domain",
+                     "example.com", "--providers", os.path.join(tmp, "none.conf"))
+    check("none.conf" in err and "provider table not used" in err,
+          "an unreadable --providers is named", err)
+
+
 def test_check_record(tmp, jr, je, rsa, ed):
     other, jo = keygen(tmp, "othersel")
     weak = subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt",
@@ -472,6 +539,7 @@ def test_dns(tmp, jr, je, rsa, other_zone_lines):
                ("two._domainkey.example.com.", 300, jr["record"].encode()),
                ("two._domainkey.example.com.", 300, b"v=DKIM1; k=rsa; p=")]
     records += [(owner + ".", 300, value.encode()) for owner, value in mistake_records(jr, je)]
+    records += [(o + ".", 300, v.encode()) for o, v in discovery_records(jr, je)]
     with dnstest.Unbound(records) as ub, dnstest.Responder("servfail") as sf:
         dns = ["--resolver", "127.0.0.1@%d" % ub.port,
                "--resolver-option", "do-not-query-localhost: no"]
@@ -481,6 +549,9 @@ def test_dns(tmp, jr, je, rsa, other_zone_lines):
         check(rc == 0 and j.get("key_match") is True and j.get("dnssec") == "insecure" and
               len(j.get("records", [])) == 1, "check-record over DNS", out + err)
         check_mistakes("DNS", dns)
+        t0 = time.time()
+        check_discovery("DNS", dns, tmp)
+        check(time.time() - t0 < 20, "DNS discovery runs its lookups in parallel")
         rc, out, err = run("check-record", *dns, "--domain", "example.com", "--selector",
                            "nosuch", "--json")
         j = json.loads(out) if out else {}
@@ -582,6 +653,7 @@ def main():
         zone, rsa, ed, jr, je = test_sign_verify(tmp)
         lint_zone = test_check_record(tmp, jr, je, rsa, ed)
         test_mistakes(tmp, jr, je)
+        test_discovery(tmp, jr, je)
         test_explain(tmp, lint_zone, rsa)
         test_dns(tmp, jr, je, rsa, None)
         test_socket(tmp)
