@@ -15,7 +15,8 @@ alike, RUNS times each:
 
 Every delivered message of a milter run is read back: each must carry the milter's
 Authentication-Results with dkim=pass, or the run is marked. For dkimd and OpenDKIM,
-the milter process's CPU time (utime+stime from /proc/PID/stat) over the run is divided
+the milter process's CPU time (utime+stime from /proc/PID/stat) and its threads' context
+switches (wake-ups) over the run are divided
 by N. Prints one line per run, then the medians and the ratio of each rate to no-milter.
 
 usage: postfix_rate.py --build BUILD [--n 2000] [--connections 4] [--runs 3]
@@ -49,6 +50,22 @@ def cpu_seconds(pid):
         fields = f.read().rsplit(")", 1)[1].split()
     # Fields 14 and 15 of stat(5), utime and stime; the split drops pid and comm.
     return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def context_switches(pid):
+    """Voluntary + involuntary context switches of every thread of pid (a wake-up count:
+    how often the milter slept waiting for Postfix's next packet)."""
+    n = 0
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/status" % (pid, tid)) as f:
+                for line in f:
+                    # voluntary_ctxt_switches: N, nonvoluntary_ctxt_switches: N
+                    if line.split(":")[0].endswith("ctxt_switches"):
+                        n += int(line.split()[1])
+        except OSError:
+            pass
+    return n
 
 
 def wait_socket(path, proc, what, timeout=20):
@@ -89,6 +106,9 @@ class Milter:
 
     def cpu(self):
         return cpu_seconds(self.p.pid)
+
+    def switches(self):
+        return context_switches(self.p.pid)
 
     def stop(self):
         if self.p.poll() is None:
@@ -171,6 +191,7 @@ def one_run(pf, msg, n, conns, milter, timeout):
     clear_maildir(pf)
     new = os.path.join(pf.maildir(RCPT), "new")
     cpu0 = milter.cpu() if milter else 0.0
+    sw0 = milter.switches() if milter else 0
     t0 = time.time()
     errors = []
     sender = threading.Thread(target=lambda: errors.extend(send_all(pf, msg, n, conns)))
@@ -192,6 +213,7 @@ def one_run(pf, msg, n, conns, milter, timeout):
     elapsed = time.time() - t0
     sender.join()
     cpu = (milter.cpu() - cpu0) if milter else None
+    sw = (milter.switches() - sw0) if milter else None
     bad = 0
     if milter:
         for name in os.listdir(new):
@@ -201,7 +223,8 @@ def one_run(pf, msg, n, conns, milter, timeout):
                     b"dkim=pass" not in head:
                 bad += 1
     return dict(rate=count / elapsed, elapsed=elapsed, delivered=count, errors=errors,
-                cpu_per_msg=(cpu / count if cpu is not None and count else None), bad=bad)
+                cpu_per_msg=(cpu / count if cpu is not None and count else None), bad=bad,
+                switches_per_msg=(sw / count if sw is not None and count else None))
 
 
 def main():
@@ -239,8 +262,9 @@ def main():
                                  capture_output=True, text=True).stdout.strip(),
                   "--workers %d" % args.workers if args.workers else "default workers",
                   ver))
-        print("%-9s %3s %9s %8s %9s %12s  %s" % ("milter", "run", "msgs/s", "seconds",
-                                                "delivered", "cpu_us/msg", "notes"))
+        print("%-9s %3s %9s %8s %9s %12s %12s  %s" % (
+            "milter", "run", "msgs/s", "seconds", "delivered", "cpu_us/msg", "wakeups/msg",
+            "notes"))
         results = {k: [] for k in ("none", "dkimd", "opendkim")}
         for run in range(1, args.runs + 1):
             for kind in ("none", "dkimd", "opendkim"):
@@ -258,10 +282,11 @@ def main():
                     notes.append("%d send errors: %s" % (len(r["errors"]), r["errors"][0][:80]))
                 if r["bad"]:
                     notes.append("%d without %s dkim=pass" % (r["bad"], AUTHSERV))
-                print("%-9s %3d %9.0f %8.2f %9d %12s  %s" % (
+                print("%-9s %3d %9.0f %8.2f %9d %12s %12s  %s" % (
                     kind, run, r["rate"], r["elapsed"], r["delivered"],
                     "%.0f" % (r["cpu_per_msg"] * 1e6) if r["cpu_per_msg"] is not None else "-",
-                    "; ".join(notes)), flush=True)
+                    "%.1f" % r["switches_per_msg"] if r["switches_per_msg"] is not None
+                    else "-", "; ".join(notes)), flush=True)
         print()
         base = statistics.median(r["rate"] for r in results["none"])
         print("median    msgs/s  ratio-to-none  milter-cpu_us/msg")
