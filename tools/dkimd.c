@@ -353,8 +353,8 @@ int main(int argc, char **argv)
         dkimd_milter_free(&milter);
     }
     close(sfd);
-    logf_(DKD__LOG_INFO, "stopped after %llu requests answered",
-          (unsigned long long)st.results);
+    logf_(DKD__LOG_INFO, "stopped after %llu requests answered and %llu milter messages",
+          (unsigned long long)st.results, (unsigned long long)st.milter_messages);
     if (s.zone != NULL) {
         dkd_zone_free(zh.zone);
         pthread_rwlock_destroy(&zh.lock);
